@@ -1,0 +1,195 @@
+"""Recount the paper's complexity tables (params and FLOPs) and compare them with the paper, cell by cell.
+
+    python -m experiments.complexity [--results-dir results] [--backend analytic|fvcore]
+
+Writes ``complexity.csv`` and ``complexity.md``. Every Ghost model is counted under both stem conventions
+(the first conv that reads the image kept as a plain conv, the default, or replaced too), because the
+paper's tables are not all consistent with one convention; the markdown says which convention reproduces
+which table. A cell "matches" when the measured value, rounded to the precision the paper prints, equals
+the paper's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ghost.complexity import count_macs, count_params
+from ghost.models import create_model, default_input_size
+from ghost.paper import CIFAR10_COMPLEXITY, IMAGENET_COMPLEXITY, PaperComplexity, paper_key
+from ghost.provenance import provenance
+
+# (table, label, model name, create_model kwargs, paper entry, FLOPs print unit in M)
+Row = tuple[str, str, str, dict, PaperComplexity, float]
+
+
+def _rows() -> Iterator[Row]:
+    cifar = "CIFAR-10 (Tables 2-4)"
+    yield cifar, "VGG-16", "vgg16_cifar", {}, CIFAR10_COMPLEXITY[paper_key("vgg16_cifar")], 1.0
+    for s, d in [(2, 1), (2, 3), (2, 5), (2, 7), (3, 3), (4, 3), (5, 3)]:
+        key = paper_key("ghost_vgg16_cifar", s, d)
+        yield cifar, f"Ghost-VGG-16 s={s} d={d}", "ghost_vgg16_cifar", {"ratio": s, "dw_size": d}, \
+            CIFAR10_COMPLEXITY[key], 1.0
+    yield cifar, "ResNet-56", "resnet56_cifar", {}, CIFAR10_COMPLEXITY[paper_key("resnet56_cifar")], 1.0
+    ghost56 = CIFAR10_COMPLEXITY[paper_key("ghost_resnet56_cifar", 2, 3)]
+    for d in (3, 1):
+        yield cifar, f"Ghost-ResNet-56 s=2 d={d}", "ghost_resnet56_cifar", {"ratio": 2, "dw_size": d}, ghost56, 1.0
+    imagenet = "ImageNet (Tables 7-8)"
+    yield imagenet, "ResNet-50", "resnet50", {}, IMAGENET_COMPLEXITY[paper_key("resnet50")], 100.0
+    for s in (2, 4):
+        yield imagenet, f"Ghost-ResNet-50 s={s} d=3", "ghost_resnet50", {"ratio": s, "dw_size": 3}, \
+            IMAGENET_COMPLEXITY[paper_key("ghost_resnet50", s, 3)], 100.0
+    for width in (0.5, 1.0, 1.3):
+        yield imagenet, f"GhostNet {width}x", "ghostnet", {"width": width}, \
+            IMAGENET_COMPLEXITY[(f"ghostnet_{width}", None, None)], 1.0
+
+
+def _decimals(value: float) -> int:
+    return 0 if float(value).is_integer() else len(repr(float(value)).split(".")[1])
+
+
+def _matches(measured: float, paper: float, unit: float = 1.0) -> bool:
+    """``measured`` rounded to the paper's printed precision (in ``unit``s) equals the paper's value."""
+    printed = paper / unit
+    return round(measured / unit, _decimals(printed)) == printed
+
+
+def measure(backend: str = "analytic") -> pd.DataFrame:
+    """Count every row of the paper's complexity tables, under both stem conventions for Ghost models."""
+    records = []
+    baselines: dict[str, tuple[int, int]] = {}
+    for table, label, name, kwargs, paper, flops_unit in _rows():
+        stems = [False, True] if name.startswith("ghost_") else [None]
+        for replace_stem in stems:
+            options = dict(kwargs)
+            if replace_stem is not None:
+                options["replace_stem"] = replace_stem
+            model = create_model(name, **options)
+            size = default_input_size(name)
+            params, macs = count_params(model), count_macs(model, size, backend=backend)
+            if replace_stem is None:
+                baselines[name] = (params, macs)
+            base_params, base_macs = baselines.get(name.removeprefix("ghost_"), (0, 0))
+            records.append({
+                "table": table,
+                "model": label,
+                "name": name,
+                "ratio": kwargs.get("ratio"),
+                "dw_size": kwargs.get("dw_size"),
+                "stem": {None: "-", False: "kept", True: "replaced"}[replace_stem],
+                "input_size": "x".join(map(str, size)),
+                "params": params,
+                "macs": macs,
+                "params_m": params / 1e6,
+                "macs_m": macs / 1e6,
+                "paper_params_m": paper.params_m,
+                "paper_flops_m": paper.flops_m,
+                "params_match": _matches(params / 1e6, paper.params_m),
+                "flops_match": _matches(macs / 1e6, paper.flops_m, flops_unit),
+                "compression": base_params / params if replace_stem is not None else None,
+                "speedup": base_macs / macs if replace_stem is not None else None,
+            })
+    df = pd.DataFrame(records)
+    df["ratio"] = df["ratio"].astype("Int64")
+    df["dw_size"] = df["dw_size"].astype("Int64")
+    return df
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
+    """The comparison table, the stem-convention analysis and the provenance, as markdown."""
+    lines = [
+        "# Complexity: the paper's tables recounted",
+        "",
+        "Parameters (BatchNorm included) and FLOPs in the paper's convention: multiply-accumulates of conv and",
+        "linear layers at 32x32 (CIFAR) or 224x224 (ImageNet); BN, activations, pooling not counted; ghost",
+        "channels that are computed and then sliced off are counted. *Match*: the measured value rounded to",
+        "the precision the paper prints equals the paper's value. Ghost models are counted with the stem conv",
+        "(the conv reading the image) kept as a plain conv (`ghostify` default) and replaced.",
+        "",
+        "| table | model | stem | params (M) | paper | match | FLOPs (M) | paper | match | compression | speed-up |",
+        "|---|---|---|---:|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for r in df.itertuples():
+        ratio = "" if pd.isna(r.compression) else f"{r.compression:.2f}x"
+        speed = "" if pd.isna(r.speedup) else f"{r.speedup:.2f}x"
+        lines.append(
+            f"| {r.table} | {r.model} | {r.stem} | {r.params_m:.3f} | {r.paper_params_m:g} | "
+            f"{_mark(r.params_match)} | {r.macs_m:.1f} | {r.paper_flops_m:g} | {_mark(r.flops_match)} | "
+            f"{ratio} | {speed} |"
+        )
+    lines += ["", "## Which stem convention reproduces which table", ""]
+    ghost = df[df["stem"] != "-"].copy()
+    ghost["family"] = ghost["model"].str.extract(r"^(Ghost-[\w-]+?)(?: s=| \d)", expand=False)
+    for family, group in ghost.groupby("family", sort=False):
+        for stem, rows in group.groupby("stem", sort=False):
+            cells = 2 * len(rows)
+            hits = int(rows["params_match"].sum() + rows["flops_match"].sum())
+            misses = [f"{m} ({'params' if not p else ''}{'/' if not p and not f else ''}{'FLOPs' if not f else ''})"
+                      for m, p, f in zip(rows["model"], rows["params_match"], rows["flops_match"], strict=True)
+                      if not (p and f)]
+            lines.append(f"- {family}, stem {stem}: {hits}/{cells} cells match"
+                         + (f"; not matching: {', '.join(misses)}" if misses else ""))
+    lines += [
+        "",
+        "Known non-matches, reported as measured (never forced):",
+        "",
+        "- **Ghost-ResNet-56**: with the paper's default d=3 the recount is above the paper's 0.43 M / 63 M;",
+        "  d=1 gives the paper's numbers, so that table was most likely counted with d=1.",
+        "- **Ghost-ResNet-50**: FLOPs match (2.2 B / 1.2 B) but parameters come out well above the paper's",
+        "  13.0 M / 6.5 M. Every conv of ResNet-50's bottlenecks, including the 1x1 ones and the downsample",
+        "  shortcuts, is replaced here; the parameters the paper reports are not reachable by replacing convs",
+        "  alone (the fully connected layer alone holds 2.05 M).",
+        "- **GhostNet 1.3x**: 7.359 M parameters and 227.0 M MACs against the paper's 7.3 M / 226 M: the",
+        "  architecture is the official one (0.5x and 1.0x match); the paper seems to truncate these two.",
+        "- Some CIFAR FLOPs cells differ by one unit between the two stem conventions; see the rows above.",
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where to write the tables")
+    parser.add_argument("--backend", choices=("analytic", "fvcore"), default="analytic",
+                        help="FLOP counter (both agree; fvcore needs the fvcore package)")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.exit(2, f"error: --results-dir {args.results_dir} is not a directory; create it first\n")
+    start = time.perf_counter()
+    try:
+        df = measure(args.backend)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+    meta = provenance()
+    meta["backend"] = args.backend
+    meta["wall time"] = f"{time.perf_counter() - start:.1f} s"
+    csv = args.results_dir / "complexity.csv"
+    tmp = csv.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, csv)
+    _write_atomic(args.results_dir / "complexity.md", to_markdown(df, meta))
+    print(f"wrote {csv} and {args.results_dir / 'complexity.md'} ({len(df)} rows, {meta['wall time']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

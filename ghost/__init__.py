@@ -1,0 +1,18 @@
+"""ghost: Ghost modules (Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020),
+model surgery that converts any CNN, the paper's networks, and complexity counting."""
+
+from ghost.layers import GhostBottleneck, GhostConv2d, GhostModule, SqueezeExcite, hard_sigmoid, make_divisible
+from ghost.surgery import GhostReport, LayerRecord, ghostify
+
+__all__ = [
+    "GhostBottleneck",
+    "GhostConv2d",
+    "GhostModule",
+    "GhostReport",
+    "LayerRecord",
+    "SqueezeExcite",
+    "ghostify",
+    "hard_sigmoid",
+    "make_divisible",
+]
+__version__ = "0.1.0"
