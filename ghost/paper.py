@@ -1,0 +1,71 @@
+"""The numbers reported by the GhostNet paper (Han et al., CVPR 2020), kept in one place.
+
+Every table or figure that puts "paper" numbers beside measured ones reads them from here.
+Models are keyed by ``(model, ratio, dw_size)`` with the names of :func:`ghost.models.create_model`;
+plain (non-Ghost) baselines use ``ratio=None, dw_size=None``. The paper's "FLOPs" are
+multiply-accumulates (MACs), the convention of :func:`ghost.complexity.count_macs`.
+
+Sources: Table 2 (kernel size ``d`` of the cheap operation, Ghost-VGG-16 with ``s=2``), Table 3 (ratio
+``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PaperKey = tuple[str, int | None, int | None]
+
+
+class PaperComplexity(NamedTuple):
+    """Parameters and FLOPs (MACs) reported by the paper, in millions."""
+
+    params_m: float
+    flops_m: float
+
+
+def paper_key(model: str, ratio: int | None = None, dw_size: int | None = None) -> PaperKey:
+    """Key of the paper dicts for a model; ratio and d are dropped for the plain baselines."""
+    if not model.startswith("ghost_"):
+        return (model, None, None)
+    return (model, None if ratio is None else int(ratio), None if dw_size is None else int(dw_size))
+
+
+#: CIFAR-10 top-1 test accuracy (%) reported by the paper.
+CIFAR10_ACCURACY: dict[PaperKey, float] = {
+    ("vgg16_cifar", None, None): 93.6,
+    ("ghost_vgg16_cifar", 2, 1): 93.5,
+    ("ghost_vgg16_cifar", 2, 3): 93.7,
+    ("ghost_vgg16_cifar", 2, 5): 93.4,
+    ("ghost_vgg16_cifar", 2, 7): 93.1,
+    ("ghost_vgg16_cifar", 3, 3): 93.4,
+    ("ghost_vgg16_cifar", 4, 3): 93.0,
+    ("ghost_vgg16_cifar", 5, 3): 92.9,
+    ("resnet56_cifar", None, None): 93.0,
+    ("ghost_resnet56_cifar", 2, 3): 92.7,
+}
+
+#: CIFAR-10 model sizes reported by the paper (millions of parameters, millions of FLOPs = MACs).
+CIFAR10_COMPLEXITY: dict[PaperKey, PaperComplexity] = {
+    ("vgg16_cifar", None, None): PaperComplexity(15.0, 313.0),
+    ("ghost_vgg16_cifar", 2, 1): PaperComplexity(7.6, 157.0),
+    ("ghost_vgg16_cifar", 2, 3): PaperComplexity(7.7, 158.0),
+    ("ghost_vgg16_cifar", 2, 5): PaperComplexity(7.7, 160.0),
+    ("ghost_vgg16_cifar", 2, 7): PaperComplexity(7.7, 163.0),
+    ("ghost_vgg16_cifar", 3, 3): PaperComplexity(5.2, 107.0),
+    ("ghost_vgg16_cifar", 4, 3): PaperComplexity(4.0, 80.0),
+    ("ghost_vgg16_cifar", 5, 3): PaperComplexity(3.3, 65.0),
+    ("resnet56_cifar", None, None): PaperComplexity(0.85, 125.0),
+    ("ghost_resnet56_cifar", 2, 3): PaperComplexity(0.43, 63.0),
+}
+
+#: ImageNet model sizes reported by the paper (Table 7: Ghost-ResNet-50; Table 8: GhostNet widths), keyed like
+#: the CIFAR dicts; GhostNet widths are keyed ``("ghostnet_<width>", None, None)``. The paper prints the
+#: ResNet-50 FLOPs in billions (4.1B, 2.2B, 1.2B), i.e. to the nearest 100 M.
+IMAGENET_COMPLEXITY: dict[PaperKey, PaperComplexity] = {
+    ("resnet50", None, None): PaperComplexity(25.6, 4100.0),
+    ("ghost_resnet50", 2, 3): PaperComplexity(13.0, 2200.0),
+    ("ghost_resnet50", 4, 3): PaperComplexity(6.5, 1200.0),
+    ("ghostnet_0.5", None, None): PaperComplexity(2.6, 42.0),
+    ("ghostnet_1.0", None, None): PaperComplexity(5.2, 141.0),
+    ("ghostnet_1.3", None, None): PaperComplexity(7.3, 226.0),
+}
