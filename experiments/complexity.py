@@ -12,7 +12,6 @@ the paper's value.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ghost.complexity import count_macs, count_params
+from ghost.io import write_text_atomic
 from ghost.models import create_model, default_input_size
 from ghost.paper import CIFAR10_COMPLEXITY, IMAGENET_COMPLEXITY, PaperComplexity, paper_key
 from ghost.provenance import provenance
@@ -139,19 +139,9 @@ def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
                       if not (p and f)]
             lines.append(f"- {family}, stem {stem}: {hits}/{cells} cells match"
                          + (f"; not matching: {', '.join(misses)}" if misses else ""))
+    lines += ["", *_truncation_note(ghost), "", "Known non-matches, reported as measured (never forced):", ""]
+    lines += _non_match_notes(df)
     lines += [
-        "",
-        "Known non-matches, reported as measured (never forced):",
-        "",
-        "- **Ghost-ResNet-56**: with the paper's default d=3 the recount is above the paper's 0.43 M / 63 M;",
-        "  d=1 gives the paper's numbers, so that table was most likely counted with d=1.",
-        "- **Ghost-ResNet-50**: FLOPs match (2.2 B / 1.2 B) but parameters come out well above the paper's",
-        "  13.0 M / 6.5 M. Every conv of ResNet-50's bottlenecks, including the 1x1 ones and the downsample",
-        "  shortcuts, is replaced here; the parameters the paper reports are not reachable by replacing convs",
-        "  alone (the fully connected layer alone holds 2.05 M).",
-        "- **GhostNet 1.3x**: 7.359 M parameters and 227.0 M MACs against the paper's 7.3 M / 226 M: the",
-        "  architecture is the official one (0.5x and 1.0x match); the paper seems to truncate these two.",
-        "- Some CIFAR FLOPs cells differ by one unit between the two stem conventions; see the rows above.",
         "",
         "## Provenance",
         "",
@@ -160,10 +150,42 @@ def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _truncation_note(ghost: pd.DataFrame) -> list[str]:
+    """Which Ghost-VGG-16 FLOPs cells match if the paper truncated instead of rounding."""
+    vgg = ghost[ghost["name"] == "ghost_vgg16_cifar"]
+    lines = []
+    for stem, rows in vgg.groupby("stem", sort=False):
+        hits = sum(int(m) == p for m, p in zip(rows["macs_m"], rows["paper_flops_m"], strict=True))
+        lines.append(f"- If the paper truncated FLOPs instead of rounding them, Ghost-VGG-16 with the stem {stem} "
+                     f"would match {hits}/{len(rows)} FLOPs cells.")
+    return lines
+
+
+def _non_match_notes(df: pd.DataFrame) -> list[str]:
+    """Explain the known non-matches with the measured numbers."""
+    def cell(model: str, stem: str) -> pd.Series:
+        return df[(df["model"] == model) & (df["stem"] == stem)].iloc[0]
+
+    r56_d3, r56_d1 = cell("Ghost-ResNet-56 s=2 d=3", "kept"), cell("Ghost-ResNet-56 s=2 d=1", "kept")
+    r50 = [cell(f"Ghost-ResNet-50 s={s} d=3", stem) for s in (2, 4) for stem in ("kept", "replaced")]
+    fc = count_params(create_model("resnet50").fc) / 1e6
+    g13 = cell("GhostNet 1.3x", "-")
+    return [
+        f"- **Ghost-ResNet-56**: with the paper's default d=3 the recount is {r56_d3.params_m:.3f} M / "
+        f"{r56_d3.macs_m:.1f} M against the paper's {r56_d3.paper_params_m:g} M / {r56_d3.paper_flops_m:g} M; d=1 "
+        f"gives {r56_d1.params_m:.3f} M / {r56_d1.macs_m:.1f} M, the paper's numbers, so that row was most likely "
+        "counted with d=1.",
+        f"- **Ghost-ResNet-50**: the FLOPs match with the stem kept ({r50[0].macs_m:.0f} M and {r50[2].macs_m:.0f} M "
+        f"print as {r50[0].paper_flops_m / 1000:g} B and {r50[2].paper_flops_m / 1000:g} B), but the parameters "
+        f"come out at {r50[0].params_m:.2f} M (s=2) and {r50[2].params_m:.2f} M (s=4) against the paper's "
+        f"{r50[0].paper_params_m:g} M and {r50[2].paper_params_m:g} M. Even with the stem replaced too "
+        f"({r50[1].params_m:.2f} M / {r50[3].params_m:.2f} M) replacing convolutions cannot reach the paper's "
+        f"counts: the classifier alone holds {fc:.2f} M parameters that no Ghost module touches. The paper's "
+        "parameter counts for this table are not reproducible from its description.",
+        f"- **GhostNet 1.3x**: {g13.params_m:.3f} M parameters and {g13.macs_m:.1f} M MACs against the paper's "
+        f"{g13.paper_params_m:g} M / {g13.paper_flops_m:g} M, with the official architecture (0.5x and 1.0x match "
+        "exactly): the parameters print as the paper's only if truncated, the MACs differ either way.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,10 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["backend"] = args.backend
     meta["wall time"] = f"{time.perf_counter() - start:.1f} s"
     csv = args.results_dir / "complexity.csv"
-    tmp = csv.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
-    _write_atomic(args.results_dir / "complexity.md", to_markdown(df, meta))
+    write_text_atomic(csv, df.to_csv(index=False))
+    write_text_atomic(args.results_dir / "complexity.md", to_markdown(df, meta))
     print(f"wrote {csv} and {args.results_dir / 'complexity.md'} ({len(df)} rows, {meta['wall time']})")
     return 0
 

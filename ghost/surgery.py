@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ghost.complexity import conv2d_macs, count_macs, count_params, example_input
+from ghost.io import write_text_atomic
 from ghost.layers import GhostConv2d, check_dw_size, check_ratio
 
 __all__ = ["GhostReport", "LayerRecord", "ghostify"]
@@ -108,9 +109,7 @@ class GhostReport:
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the per-layer records to ``path`` atomically."""
-        tmp = f"{path}.tmp"
-        self.to_dataframe().to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        write_text_atomic(path, self.to_dataframe().to_csv(index=False))
 
     def __str__(self) -> str:
         df = self.to_dataframe()

@@ -1,0 +1,165 @@
+"""Feature-map redundancy of a baseline and its Ghost version (the paper's Figure 1 and toy experiment).
+
+    python -m experiments.redundancy           # vgg16_cifar vs ghost_vgg16_cifar (trained if runs/ has them)
+    python -m experiments.redundancy --model resnet56_cifar --num-images 64
+    python -m experiments.redundancy --model resnet50 --figure-layer layer1 --num-images 8  # ImageNet
+    python -m experiments.redundancy --checkpoint runs/<run> --ghost-checkpoint runs/<run>
+
+Writes <results-dir>/redundancy.csv (one row per model and layer, with provenance) and figures under
+<results-dir>/figures/. Without trained weights the networks are randomly initialised, and the output
+says so: learned redundancy needs trained weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from torch import nn
+
+from ghost.io import save_figure_atomic, write_text_atomic
+from ghost.models import GHOST_PREFIX
+from ghost.provenance import provenance
+from ghost.redundancy import (
+    analyze_model,
+    capture_feature_maps,
+    channel_similarity,
+    comparison_points,
+    conv_layers,
+    load_inputs,
+    load_model,
+    matching_layers,
+    plot_feature_grid,
+    plot_intrinsic_ghost,
+    plot_layer_curves,
+    plot_mse_vs_d,
+    reports_frame,
+    top_pairs,
+    weights_kind,
+)
+
+GRID_MAPS = 64  # maps shown in the Figure-1 grid
+GRID_PAIRS = 3  # pairs outlined, as in the paper's Figure 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.redundancy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="vgg16_cifar", help="baseline model (see ghost.models.list_models())")
+    p.add_argument("--ghost", help="its Ghost version (default ghost_<model>; 'none': the model alone)")
+    p.add_argument("--ratio", type=int, default=2, help="s of the Ghost version (default 2)")
+    p.add_argument("--dw-size", type=int, default=3, help="d of the Ghost version (default 3)")
+    p.add_argument(
+        "--checkpoint",
+        help="weights of --model: a training run folder or a state_dict file "
+        "(default: the newest finished run of the model under --runs, else untrained)",
+    )
+    p.add_argument("--ghost-checkpoint", help="weights of the Ghost version (as --checkpoint)")
+    p.add_argument("--runs", default="runs", help="where training runs are looked up (default runs/)")
+    p.add_argument("--untrained", action="store_true", help="ignore trained runs: random initialisation")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        help="module names to analyse (default: where each converted conv is compared, see "
+        "ghost.redundancy.matching_layers; every conv when there is no Ghost version)",
+    )
+    p.add_argument("--figure-layer", help="layer of the Figure-1 grid (default: the first analysed)")
+    p.add_argument("--num-images", type=int, default=32, help="images to analyse (default 32)")
+    p.add_argument("--data", help="CIFAR-10 copy for 32x32 models (default $GHOST_CIFAR10)")
+    p.add_argument("--images", help="ImageNet samples folder for 224x224 models (default $GHOST_IMAGENET_SAMPLES)")
+    p.add_argument("--threshold", type=float, default=0.9, help="near-duplicate |cos| threshold (default 0.9)")
+    p.add_argument("--top-k", type=int, default=8, help="most similar pairs per layer for the toy experiment")
+    p.add_argument("--kernel-sizes", type=int, nargs="+", default=[1, 3, 5, 7], help="toy-experiment d values")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation of untrained models")
+    p.add_argument("--results-dir", default="results", help="where redundancy.csv and figures/ go")
+    return p.parse_args(argv)
+
+
+def pair_grid(model: nn.Module, name: str, weights: str, layer: str, inputs) -> Figure:
+    """Figure 1: the layer's first maps on image 0, the most similar pairs (over all images) outlined."""
+    fmap = capture_feature_maps(model, inputs, [layer])[layer][:, :GRID_MAPS]
+    pairs = top_pairs(channel_similarity(fmap), GRID_PAIRS, disjoint=True)
+    title = f"{name}, {weights_kind(weights)}, {layer}: first {fmap.shape[1]} maps of one image"
+    return plot_feature_grid(fmap[0], pairs, title=title)
+
+
+def ghost_maps(model: nn.Module, name: str, weights: str, layer: str, inputs) -> Figure:
+    """A Ghost layer's intrinsic maps above the ghost maps made from them, on image 0."""
+    parts = [f"{layer}.primary_conv", f"{layer}.cheap_operation"]
+    maps = capture_feature_maps(model, inputs[:1], parts)
+    title = f"{name}, {weights_kind(weights)}, {layer}: intrinsic maps (top) and the ghost maps made from them"
+    return plot_intrinsic_ghost(maps[parts[0]][0], maps[parts[1]][0], title=title)
+
+
+def run(args: argparse.Namespace) -> None:
+    ghost_name = args.ghost if args.ghost is not None else GHOST_PREFIX + args.model
+    if ghost_name == "none" or (args.ghost is None and args.model.startswith(GHOST_PREFIX)):
+        ghost_name = None
+    options = {"runs": None if args.untrained else args.runs, "ratio": args.ratio, "dw_size": args.dw_size}
+    inputs = load_inputs(args.model, args.num_images, cifar10=args.data, imagenet=args.images)
+    models = {args.model: load_model(args.model, args.checkpoint, seed=args.seed, **options)}
+    if ghost_name is not None:
+        models[ghost_name] = load_model(ghost_name, args.ghost_checkpoint, seed=args.seed, **options)
+    baseline = models[args.model].model
+    ghost = models[ghost_name].model if ghost_name is not None else None
+    layers = args.layers or (matching_layers(baseline, ghost) if ghost is not None else conv_layers(baseline))
+    for name, loaded in models.items():
+        print(f"{name}: {loaded.weights}")
+    if not all(loaded.trained for loaded in models.values()):
+        print(
+            "NOTE: untrained networks show only the redundancy of random initialisation; learned "
+            "redundancy needs trained weights (python -m experiments.train, or pass --checkpoint)"
+        )
+    print(f"images: {inputs.description}; data: {inputs.data}")
+
+    analysis = {"threshold": args.threshold, "top_k": args.top_k, "kernel_sizes": args.kernel_sizes}
+    frames = [
+        reports_frame(
+            analyze_model(loaded.model, inputs.images, layers, **analysis), model=name, weights=loaded.weights
+        )
+        for name, loaded in models.items()
+    ]
+    table = pd.concat(frames, ignore_index=True).assign(images=inputs.description, data=inputs.data, **provenance())
+
+    figure_layer = args.figure_layer or layers[0]
+    weights = models[args.model].weights
+    figures = {
+        f"redundancy_pairs_{args.model}.png": pair_grid(baseline, args.model, weights, figure_layer, inputs.images)
+    }
+    points = comparison_points(ghost) if ghost is not None else {}  # e.g. features.3 -> features.5
+    if points:
+        chosen = [name for name, point in points.items() if figure_layer in (name, point)]
+        figures[f"redundancy_ghost_maps_{ghost_name}.png"] = ghost_maps(
+            ghost, ghost_name, models[ghost_name].weights, (chosen or list(points))[0], inputs.images
+        )
+    figures["redundancy_layers.png"] = plot_layer_curves(table, title=f"Per-layer redundancy: {inputs.description}")
+    figures["redundancy_mse_vs_d.png"] = plot_mse_vs_d(table)
+
+    results = Path(args.results_dir)
+    (results / "figures").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(results / "redundancy.csv", table.to_csv(index=False))
+    for filename, fig in figures.items():
+        save_figure_atomic(fig, results / "figures" / filename, dpi=130)
+    print(f"wrote {results / 'redundancy.csv'} ({len(table)} rows), figures: {', '.join(figures)}")
+    columns = ["near_duplicate_share", "mean_nn_similarity", "effective_rank"]
+    print("mean over layers:\n" + table.groupby("model", sort=False)[columns].mean().round(3).to_string())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ValueError as error:  # includes DataNotFoundError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

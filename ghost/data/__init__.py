@@ -1,0 +1,32 @@
+"""Datasets: CIFAR-10 decoding and caching, and batches built on the training device."""
+
+from ghost.data.batches import DeviceData, class_balanced_subset
+from ghost.data.cifar10 import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DataNotFoundError,
+    cache_key,
+    data_fingerprint,
+    data_label,
+    describe_cifar10,
+    download_cifar10,
+    load_cifar10,
+    resolve_root,
+)
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DataNotFoundError",
+    "DeviceData",
+    "cache_key",
+    "class_balanced_subset",
+    "data_fingerprint",
+    "data_label",
+    "describe_cifar10",
+    "download_cifar10",
+    "load_cifar10",
+    "resolve_root",
+]

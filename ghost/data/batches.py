@@ -1,0 +1,105 @@
+"""Batches built on the training device from uint8 tensors: no DataLoader, no worker processes.
+
+The whole split lives on the device (150 MB of uint8 for CIFAR-10's training set); each epoch draws one
+permutation, one crop offset and one flip per image from a CPU generator (so the data order is the same on
+every device), and every batch is gathered, cropped, flipped and normalized with a few tensor ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def class_balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the first ``n // C`` images of every class (the remainder to the lowest classes), sorted.
+
+    Deterministic and independent of any seed, so every run on a subset sees the same images; for CIFAR-10 it
+    picks the same images from the official batches and from a class-folder copy in the official order.
+    """
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    classes = torch.unique(labels)
+    share, extra = divmod(n, len(classes))
+    picked = [
+        torch.nonzero(labels == c).flatten()[: share + (1 if i < extra else 0)] for i, c in enumerate(classes)
+    ]
+    return torch.sort(torch.cat(picked)).values
+
+
+class DeviceData:
+    """One dataset split held on ``device`` that yields normalized (and, for training, augmented) batches.
+
+    Args:
+        images: uint8 ``[N, 3, H, W]``.
+        labels: int64 ``[N]``.
+        mean, std: per-channel normalization on the 0..1 scale.
+        device: where the data lives and batches are built.
+        pad: zero padding of the random crop (pad-``pad`` random crop + horizontal flip when augmenting).
+        channels_last: return batches in ``torch.channels_last`` memory format.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device | str = "cpu",
+        pad: int = 4,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.pad = pad
+        self.channels_last = channels_last
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = -mean_t / std_t
+        self._padded: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() * self._scale + self._shift
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training batches per epoch (the last incomplete batch is dropped)."""
+        return len(self) // batch_size
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented full batches; all randomness comes from ``generator``."""
+        n, (_, _, h, w) = len(self), self.images.shape
+        order = torch.randperm(n, generator=generator)
+        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
+        flips = torch.rand(n, generator=generator) < 0.5
+        order, offsets, flips = (t.to(self.device) for t in (order, offsets, flips))
+        if self._padded is None:
+            self._padded = F.pad(self.images, (self.pad,) * 4)
+        rows = torch.arange(h, device=self.device)
+        cols = torch.arange(w, device=self.device)
+        channels = torch.arange(self.images.shape[1], device=self.device).view(1, -1, 1, 1)
+        for step in range(self.steps_per_epoch(batch_size)):
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            idx = order[batch]
+            r = (offsets[batch, 0:1] + rows).view(-1, 1, h, 1)
+            c = (offsets[batch, 1:2] + cols).view(-1, 1, 1, w)
+            x = self._padded[idx.view(-1, 1, 1, 1), channels, r, c]
+            x = torch.where(flips[batch].view(-1, 1, 1, 1), x.flip(3), x)
+            yield self._finish(x), self.labels[idx]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All images in order, normalized, without augmentation (the last batch may be smaller)."""
+        for start in range(0, len(self), batch_size):
+            yield (
+                self._finish(self.images[start : start + batch_size]),
+                self.labels[start : start + batch_size],
+            )

@@ -1,0 +1,153 @@
+"""Figures of the CIFAR-10 tables: pure functions from a results DataFrame to a matplotlib Figure.
+
+Each function takes the DataFrame of a results CSV (``results/cifar10_*.csv``, columns ``model, ratio,
+dw_size, macs, acc_mean, acc_std, paper_acc, paper_flops_m, scale``...) and returns a Figure; nothing is
+read or written, and no pyplot state is touched (figures are built with the object API, so they work under
+any backend; notebooks display them, scripts ``savefig`` them). Paper numbers and measured numbers share
+one accuracy axis, so smoke-scale results sit far below the paper's (the title says so).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
+
+_NAMES = {
+    "vgg16_cifar": "VGG-16",
+    "resnet56_cifar": "ResNet-56",
+    "ghost_vgg16_cifar": "Ghost-VGG-16",
+    "ghost_resnet56_cifar": "Ghost-ResNet-56",
+}
+MEASURED_STYLE = {"color": "tab:blue", "marker": "o"}
+PAPER_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--"}
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def display_name(model: str, ratio: float | None = None, dw_size: float | None = None) -> str:
+    """Human name of a model, e.g. ``Ghost-VGG-16 (s=2, d=3)`` or ``ResNet-56``."""
+    name = _NAMES.get(model, model)
+    if _missing(ratio) or _missing(dw_size):
+        return name
+    return f"{name} (s={int(ratio)}, d={int(dw_size)})"
+
+
+def _title(df: pd.DataFrame, title: str) -> str:
+    scale = ", ".join(sorted(set(df["scale"].astype(str))))
+    recipes = ", ".join(sorted(set(df["recipe"].astype(str))))
+    note = "\nSMOKE SCALE: measured accuracies are not comparable to the paper's" if "smoke" in scale else ""
+    return f"{title} (recipe {recipes}){note}"
+
+
+def _baseline(df: pd.DataFrame, model: str) -> pd.Series | None:
+    rows = df[df["model"] == model]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _accuracy_lines(ax: Axes, x: pd.Series, rows: pd.DataFrame) -> None:
+    ax.errorbar(
+        x, rows["acc_mean"], yerr=rows["acc_std"].fillna(0), capsize=3, label="measured", **MEASURED_STYLE
+    )
+    ax.plot(x, rows["paper_acc"], label="paper", **PAPER_STYLE)
+
+
+def _baseline_lines(ax: Axes, base: pd.Series | None) -> None:
+    if base is None:
+        return
+    name = display_name(base["model"])
+    ax.axhline(base["acc_mean"], color=MEASURED_STYLE["color"], linestyle=":", label=f"{name}, measured")
+    ax.axhline(base["paper_acc"], color=PAPER_STYLE["color"], linestyle=":", label=f"{name}, paper")
+
+
+def _legend(fig: Figure, *axes: Axes) -> None:
+    """One legend below the plot for the artists of all ``axes``: measured, paper, baseline, FLOPs."""
+    pairs = [pair for ax in axes for pair in zip(*ax.get_legend_handles_labels(), strict=True)]
+    pairs.sort(key=lambda pair: (pair[1].startswith("FLOPs"), "," in pair[1], "paper" in pair[1]))
+    handles, labels = zip(*pairs, strict=True)
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=3)
+
+
+def plot_d_sweep(df: pd.DataFrame) -> Figure:
+    """Accuracy of Ghost-VGG-16 (s=2) against the cheap operation's kernel size d, VGG-16 as reference."""
+    rows = df[df["model"] == "ghost_vgg16_cifar"].sort_values("dw_size")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    _accuracy_lines(ax, rows["dw_size"], rows)
+    _baseline_lines(ax, _baseline(df, "vgg16_cifar"))
+    ax.set_xticks(rows["dw_size"].astype(int).tolist())
+    ax.set_xlabel("kernel size d of the cheap operation")
+    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
+    ax.set_title(_title(df, "Ghost-VGG-16 (s=2): accuracy vs d"), fontsize=10)
+    _legend(fig, ax)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_s_sweep(df: pd.DataFrame) -> Figure:
+    """Accuracy of Ghost-VGG-16 (d=3) against the ratio s, with measured and paper FLOPs on a second axis."""
+    rows = df[df["model"] == "ghost_vgg16_cifar"].sort_values("ratio")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    _accuracy_lines(ax, rows["ratio"], rows)
+    _baseline_lines(ax, _baseline(df, "vgg16_cifar"))
+    flops = ax.twinx()
+    flops.plot(rows["ratio"], rows["macs"] / 1e6, color="tab:gray", marker="^", label="FLOPs, measured")
+    flops.plot(
+        rows["ratio"],
+        rows["paper_flops_m"],
+        color="tab:gray",
+        marker="v",
+        linestyle="--",
+        label="FLOPs, paper",
+    )
+    flops.set_ylabel("FLOPs (M multiply-accumulates)")
+    flops.set_ylim(bottom=0)
+    ax.set_xticks(rows["ratio"].astype(int).tolist())
+    ax.set_xlabel("ratio s")
+    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
+    ax.set_title(_title(df, "Ghost-VGG-16 (d=3): accuracy and FLOPs vs s"), fontsize=10)
+    _legend(fig, ax, flops)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_compression(df: pd.DataFrame) -> Figure:
+    """Accuracy against FLOPs of the compression table: paper points and measured points in one plot."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for kind, x_col, y_col, style in (
+        ("measured", "macs", "acc_mean", MEASURED_STYLE),
+        ("paper", "paper_flops_m", "paper_acc", PAPER_STYLE),
+    ):
+        x = df[x_col] / 1e6 if x_col == "macs" else df[x_col]
+        ax.scatter(x, df[y_col], color=style["color"], marker=style["marker"], label=kind, zorder=3)
+        for (_, row), xi, yi in zip(df.iterrows(), x, df[y_col], strict=True):
+            ax.annotate(
+                display_name(row["model"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+        for base, ghost in (("vgg16_cifar", "ghost_vgg16_cifar"), ("resnet56_cifar", "ghost_resnet56_cifar")):
+            pair = df["model"].isin([base, ghost])
+            if pair.sum() == 2:
+                ax.plot(
+                    x[pair],
+                    df.loc[pair, y_col],
+                    color=style["color"],
+                    alpha=0.4,
+                    linestyle=style.get("linestyle"),
+                )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.margins(x=0.15, y=0.08)
+    ax.set_xlabel("FLOPs (M multiply-accumulates, log scale)")
+    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
+    ax.set_title(_title(df, "CIFAR-10 compression: accuracy vs FLOPs"), fontsize=10)
+    _legend(fig, ax)
+    ax.grid(alpha=0.3, which="both")
+    return fig

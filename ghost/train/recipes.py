@@ -1,0 +1,158 @@
+"""Named training recipes, one JSON file each in ``ghost/train/recipes/`` (shared by the library and CLIs).
+
+A recipe fixes everything about how a model is trained. Its length is given either in ``iterations`` or in
+``epochs`` (exactly one of them), and ``milestones`` of the step schedule are in the same unit. ``bf16``,
+``channels_last`` and ``compile`` apply on CUDA only; on the CPU training is always fp32 and eager.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+SCHEDULES = ("step", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training recipe (see the JSON files in ``ghost/train/recipes/`` for documented examples)."""
+
+    name: str
+    description: str
+    scale: str  # "full", or a "smoke ..." label for runs that only show the pipeline works
+    batch_size: int
+    iterations: int | None
+    epochs: int | None
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    schedule: str  # "step" (x gamma at each milestone) or "cosine" (to 0 at the end)
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup_epochs: float  # linear warmup from lr/steps to lr
+    label_smoothing: float
+    train_subset: int | None  # class-balanced subset of the training images; None = all
+    test_subset: int | None  # class-balanced subset of the test images; None = all
+    eval_every: int  # epochs between test evaluations (the final epoch is always evaluated)
+    eval_batch_size: int
+    bf16: bool
+    channels_last: bool
+    compile: bool
+
+    def __post_init__(self) -> None:
+        problems = []
+        if (self.iterations is None) == (self.epochs is None):
+            problems.append("give exactly one of 'iterations' and 'epochs'")
+        length = self.iterations if self.epochs is None else self.epochs
+        for key in ("batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                problems.append(f"'{key}' must be >= 1")
+        if length is not None and length < 1:
+            problems.append("the length ('iterations' or 'epochs') must be >= 1")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"'schedule' must be one of {', '.join(SCHEDULES)}")
+        if any(not 0 < m <= (length or 0) for m in self.milestones) or list(self.milestones) != sorted(
+            self.milestones
+        ):
+            problems.append("'milestones' must be increasing and within the length")
+        for key in ("train_subset", "test_subset"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                problems.append(f"'{key}' must be null or >= 1")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append("'label_smoothing' must be in [0, 1)")
+        if self.lr <= 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
+            problems.append("'lr' must be > 0, 'warmup_epochs' and 'weight_decay' >= 0")
+        if problems:
+            raise ValueError(f"recipe {self.name!r} is invalid: {'; '.join(problems)}")
+
+    @property
+    def length(self) -> tuple[int, str]:
+        """The length and its unit: ``(64000, "iterations")`` or ``(400, "epochs")``."""
+        return (self.iterations, "iterations") if self.epochs is None else (self.epochs, "epochs")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run for a given number of batches per epoch."""
+        length, unit = self.length
+        return length if unit == "iterations" else length * steps_per_epoch
+
+    def num_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs (passes over the data) of the run; the last one may be partial for iteration lengths."""
+        return math.ceil(self.total_steps(steps_per_epoch) / steps_per_epoch)
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based)."""
+        total = self.total_steps(steps_per_epoch)
+        warmup = round(self.warmup_epochs * steps_per_epoch)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        if self.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        length, _ = self.length
+        passed = sum(step * length >= m * total for m in self.milestones)  # exact integer boundaries
+        return self.lr * self.gamma**passed
+
+    def with_overrides(self, epochs: int | None = None, train_subset: int | None = None) -> Recipe:
+        """This recipe with a different length in epochs (milestones scaled along) and/or training subset."""
+        changes: dict[str, Any] = {}
+        if epochs is not None:
+            if epochs < 1:
+                raise ValueError(f"--epochs must be >= 1, got {epochs}")
+            length, _ = self.length
+            changes.update(epochs=epochs, iterations=None)
+            changes["milestones"] = tuple(
+                max(1, min(epochs, round(m * epochs / length))) for m in self.milestones
+            )
+        if train_subset is not None:
+            if train_subset < 1:
+                raise ValueError(f"--train-subset must be >= 1, got {train_subset}")
+            changes["train_subset"] = train_subset
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as a JSON-ready dict (the format of the recipe files)."""
+        data = dataclasses.asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``ghost/train/recipes/``."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
+    """Build a :class:`Recipe` from a dict with exactly the recipe's fields."""
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown, missing = set(data) - fields, fields - set(data)
+    problems = [f"unknown keys {', '.join(sorted(unknown))}"] if unknown else []
+    problems += [f"missing keys {', '.join(sorted(missing))}"] if missing else []
+    if problems:
+        raise ValueError(f"recipe {source} is invalid: {'; '.join(problems)}")
+    try:
+        return Recipe(**{**data, "milestones": tuple(data["milestones"])})
+    except TypeError as error:
+        raise ValueError(f"recipe {source} is invalid: a value has the wrong type ({error})") from error
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name (``paper``, ``long``, ``fast``, ``quick``) or a recipe JSON file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = RECIPES_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(list_recipes())}"
+            )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"recipe file {path} cannot be read ({error}); fix or remove it") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe file {path} must hold a JSON object")
+    return recipe_from_dict(data, source=str(path))

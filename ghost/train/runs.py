@@ -1,0 +1,77 @@
+"""Finished runs on disk: where a configuration's run lives, finding runs, loading a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ghost.train.engine import FINAL, MODEL, TrainConfig, build_model
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def run_dir(config: TrainConfig, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The folder of a configuration's run: ``<runs_dir>/<recipe>/<model>[-s<ratio>-d<dw_size>]/seed<seed>``.
+
+    Sweeps that share a configuration share its run folder, so each configuration is trained once.
+    """
+    name = config.model if config.ratio is None else f"{config.model}-s{config.ratio}-d{config.dw_size}"
+    return Path(runs_dir) / config.recipe.name / name / f"seed{config.seed}"
+
+
+def find_runs(root: str | Path = DEFAULT_RUNS_DIR) -> list[Path]:
+    """Finished run folders (those holding ``final.json``) under ``root``, sorted."""
+    return sorted(path.parent for path in Path(root).rglob(FINAL))
+
+
+def load_final(run: str | Path) -> dict[str, Any]:
+    """The ``final.json`` dict of a finished run."""
+    path = Path(run) / FINAL
+    if not path.is_file():
+        raise ValueError(f"{run} is not a finished run (no {FINAL}); train it first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_trained(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The final model of a finished run (eval mode, on the CPU) and its ``final.json`` dict."""
+    final = load_final(run)
+    config = final["config"]
+    model = build_model(config["model"], config["ratio"], config["dw_size"])
+    model.load_state_dict(torch.load(Path(run) / MODEL, map_location="cpu", weights_only=True))
+    return model.eval(), final
+
+
+def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
+    """One row per finished run: configuration, final accuracy, size and provenance."""
+    rows = []
+    for run in runs:
+        final = load_final(run)
+        config = final["config"]
+        rows.append(
+            {
+                "model": config["model"],
+                "ratio": config["ratio"],
+                "dw_size": config["dw_size"],
+                "seed": config["seed"],
+                "test_acc": final["test_acc"],
+                "params": final["params"],
+                "macs": final["macs"],
+                "recipe": config["recipe"],
+                "scale": final["scale"],
+                "epochs": config["epochs"],
+                "train_images": config["train_images"],
+                "test_images": config["test_images"],
+                "data": final["data"]["label"],
+                "hardware": final["hardware"],
+                "commit": final["commit"],
+                "torch": final["torch"],
+                "wall_time_s": final["wall_time_s"],
+                "run_dir": str(run),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,154 @@
+"""The CIFAR-10 table experiments, the paper numbers, the figures and the training benchmark, at tiny scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from test_data import write_fake_cifar10
+
+from experiments import _cifar_tables, bench_train
+from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
+from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
+from ghost.train.recipes import RECIPES_DIR
+
+REQUIRED_COLUMNS = [
+    "model",
+    "ratio",
+    "dw_size",
+    "params",
+    "macs",
+    "acc_mean",
+    "acc_std",
+    "n_seeds",
+    "paper_acc",
+    "paper_params_m",
+    "paper_flops_m",
+    "recipe",
+    "scale",
+    "data",
+    "hardware",
+    "commit",
+]
+
+
+@pytest.fixture(autouse=True)
+def _cache_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHOST_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), per_batch=16, test=20)
+
+
+@pytest.fixture
+def micro_recipe(tmp_path: Path) -> Path:
+    recipe = json.loads((RECIPES_DIR / "quick.json").read_text())
+    recipe.update(name="micro", train_subset=16, test_subset=20, batch_size=8, epochs=1, eval_batch_size=20)
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_tables_cover_the_papers_ten_configurations_with_paper_numbers() -> None:
+    keys = {key for table in _cifar_tables.TABLES.values() for key in table.configs}
+    assert len(keys) == 10
+    for model, ratio, dw_size in keys:
+        key = paper_key(model, ratio, dw_size)
+        assert key in CIFAR10_ACCURACY and key in CIFAR10_COMPLEXITY
+    assert CIFAR10_ACCURACY[paper_key("ghost_vgg16_cifar", 2, 3)] == 93.7
+    assert CIFAR10_COMPLEXITY[paper_key("resnet56_cifar")].flops_m == 125.0
+    assert paper_key("vgg16_cifar", 2, 3) == ("vgg16_cifar", None, None)
+
+
+def test_compression_table_end_to_end_then_skips_finished_runs(
+    fake_root: Path, micro_recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["--recipe", str(micro_recipe), "--runs-dir", str(runs), "--results-dir", str(results)]
+    argv += ["--data", str(fake_root), "--device", "cpu", "--no-progress"]
+    assert _cifar_tables.main(["compression"], "test", argv) == 0
+    assert "4 runs (0 finished already)" in capsys.readouterr().out
+
+    df = pd.read_csv(results / "cifar10_compression.csv")
+    assert set(REQUIRED_COLUMNS) <= set(df.columns)
+    assert df["model"].tolist() == ["vgg16_cifar", "ghost_vgg16_cifar", "resnet56_cifar", "ghost_resnet56_cifar"]
+    assert df["paper_acc"].tolist() == [93.6, 93.7, 93.0, 92.7]
+    assert df.loc[0, "params"] == 14987722 and (df["n_seeds"] == 1).all()
+    assert df["acc_mean"].between(0, 100).all() and (df["recipe"] == "micro").all()
+    finals = [json.loads(p.read_text()) for p in sorted(runs.rglob("final.json"))]
+    assert sorted(f["test_acc"] for f in finals) == sorted(df["acc_mean"])  # every number from a real run
+    markdown = (results / "cifar10_compression.md").read_text()
+    assert "SMOKE SCALE" in markdown and "Ghost-ResNet-56 (s=2, d=3)" in markdown and "micro" in markdown
+    assert (results / "figures" / "cifar10_compression.png").stat().st_size > 10_000
+
+    model_files = {p: p.stat().st_mtime_ns for p in runs.rglob("model.pt")}
+    assert _cifar_tables.main(["compression"], "test", argv) == 0
+    assert "4 runs (4 finished already)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("model.pt")} == model_files
+
+
+def test_table_cli_bad_input(micro_recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, expected in (
+        (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--seeds", "0"], "--seeds and --jobs must be >= 1"),
+        (["--recipe", str(micro_recipe), "--data", str(tmp_path / "nowhere")], "CIFAR-10 not found"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            _cifar_tables.main(["d_sweep"], "test", [*argv, "--runs-dir", str(tmp_path / "runs")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def _synthetic_table(configs: list[tuple[str, int | None, int | None]]) -> pd.DataFrame:
+    rows = []
+    for i, (model, ratio, dw_size) in enumerate(configs):
+        key = paper_key(model, ratio, dw_size)
+        rows.append(
+            {
+                "model": model,
+                "ratio": ratio,
+                "dw_size": dw_size,
+                "macs": CIFAR10_COMPLEXITY[key].flops_m * 1e6,
+                "acc_mean": 50.0 + i,
+                "acc_std": 0.5,
+                "paper_acc": CIFAR10_ACCURACY[key],
+                "paper_flops_m": CIFAR10_COMPLEXITY[key].flops_m,
+                "recipe": "quick",
+                "scale": "smoke (quick recipe, CPU)",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("table", "plot"),
+    [("d_sweep", plot_d_sweep), ("s_sweep", plot_s_sweep), ("compression", plot_compression)],
+)
+def test_figures_are_pure_and_show_measured_and_paper(table: str, plot) -> None:
+    df = _synthetic_table(list(_cifar_tables.TABLES[table].configs))
+    before = df.copy()
+    fig = plot(df)
+    assert isinstance(fig, Figure)
+    pd.testing.assert_frame_equal(df, before)  # the input is not modified
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "measured" in labels and "paper" in labels
+    assert "SMOKE SCALE" in ax.get_title()
+    if table == "s_sweep":
+        assert len(fig.axes) == 2 and "FLOPs" in fig.axes[1].get_ylabel()
+
+
+def test_bench_train_prints_both_loops(fake_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--models", "resnet56_cifar", "--steps", "1", "--warmup", "0", "--batch-size", "8"]
+    assert bench_train.main([*argv, "--workers", "0", "--data", str(fake_root), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "engine img/s" in lines[2] and "reference img/s" in lines[2]
+    row = lines[-1].split()
+    assert row[0] == "resnet56_cifar" and row[-1].endswith("x") and float(row[1]) > 0

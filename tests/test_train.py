@@ -1,0 +1,340 @@
+"""The training engine: recipes and schedules, exact resume after SIGKILL, finished runs, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import write_fake_cifar10
+from torch import nn
+
+import ghost.train.engine as engine_module
+import ghost.train.runs as runs_module
+from experiments.train import main as train_main
+from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData
+from ghost.train import (
+    Engine,
+    TrainConfig,
+    find_runs,
+    list_recipes,
+    load_recipe,
+    load_trained,
+    run_dir,
+    train,
+)
+from ghost.train.recipes import recipe_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_RECIPE = {
+    "name": "tiny",
+    "description": "test recipe",
+    "scale": "smoke (test)",
+    "batch_size": 32,
+    "iterations": None,
+    "epochs": 3,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "milestones": [],
+    "gamma": 0.1,
+    "warmup_epochs": 1,
+    "label_smoothing": 0.1,
+    "train_subset": None,
+    "test_subset": None,
+    "eval_every": 2,
+    "eval_batch_size": 40,
+    "bf16": True,
+    "channels_last": True,
+    "compile": False,
+}
+
+
+def tiny_net(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), per_batch=64, test=40)
+
+
+@pytest.fixture
+def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Route model building to :func:`tiny_net` (no registration in the global model registry)."""
+
+    def build(model: str, ratio=None, dw_size=None, num_classes: int = 10) -> nn.Module:
+        return tiny_net(num_classes)
+
+    monkeypatch.setattr(engine_module, "build_model", build)
+    monkeypatch.setattr(runs_module, "build_model", build)
+    return "resnet56_cifar"  # any valid name; the network built is tiny_net
+
+
+# ---------------------------------------------------------------- recipes and schedules
+
+
+def test_shipped_recipes_load_and_paper_matches_he_et_al() -> None:
+    assert {"paper", "long", "fast", "quick"} <= set(list_recipes())
+    for name in list_recipes():
+        assert load_recipe(name).name == name
+    paper = load_recipe("paper")
+    assert (paper.batch_size, paper.lr, paper.momentum, paper.weight_decay) == (128, 0.1, 0.9, 1e-4)
+    spe = 390  # 50,000 images at batch 128, last incomplete batch dropped
+    assert paper.total_steps(spe) == 64000 and paper.num_epochs(spe) == 165
+    assert [paper.lr_at(s, spe) for s in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    long = load_recipe("long")
+    assert long.num_epochs(spe) == 400
+    assert long.lr_at(200 * spe - 1, spe) == pytest.approx(0.1)
+    assert long.lr_at(200 * spe, spe) == pytest.approx(0.01)
+    assert long.lr_at(375 * spe, spe) == pytest.approx(1e-4)
+
+
+def test_cosine_warmup_and_overrides() -> None:
+    recipe = recipe_from_dict(TINY_RECIPE)
+    spe = 10
+    lrs = [recipe.lr_at(s, spe) for s in range(recipe.total_steps(spe))]
+    assert lrs[:10] == pytest.approx([0.005 * (i + 1) for i in range(10)])  # linear warmup
+    assert lrs[10] == pytest.approx(0.05) and lrs[-1] < 0.002
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    short = load_recipe("paper").with_overrides(epochs=4, train_subset=100)
+    assert short.length == (4, "epochs") and short.milestones == (2, 3) and short.train_subset == 100
+
+
+def test_bad_recipes_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: .*paper"):
+        load_recipe("nope")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**TINY_RECIPE, "lr_typo": 1}))
+    with pytest.raises(ValueError, match="unknown keys lr_typo"):
+        load_recipe(path)
+    with pytest.raises(ValueError, match="exactly one of 'iterations' and 'epochs'"):
+        recipe_from_dict({**TINY_RECIPE, "iterations": 100})
+    with pytest.raises(ValueError, match="--epochs must be >= 1"):
+        load_recipe("quick").with_overrides(epochs=0)
+
+
+# ---------------------------------------------------------------- engine
+
+
+def test_engine_is_deterministic_and_learns(fake_root: Path) -> None:
+    from ghost.data import load_cifar10
+
+    images, labels = load_cifar10(fake_root, train=True, cache_dir=fake_root / "cache")
+    data = DeviceData(images, labels, CIFAR10_MEAN, CIFAR10_STD)
+    recipe = recipe_from_dict({**TINY_RECIPE, "epochs": 8, "label_smoothing": 0.0})
+
+    def run() -> tuple[list[float], nn.Module]:
+        torch.manual_seed(0)
+        engine = Engine(tiny_net(), recipe, torch.device("cpu"), data.steps_per_epoch(32))
+        losses = []
+        for epoch in range(recipe.epochs):
+            first = epoch * engine.steps_per_epoch
+            batches = data.train_batches(32, torch.Generator().manual_seed(epoch))
+            losses.append(engine.train_steps(batches, first, first + engine.steps_per_epoch)[0])
+        return losses, engine.model
+
+    losses, model = run()
+    again, model_again = run()
+    assert losses == again
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), model_again.state_dict().values(), strict=True)
+    )
+    assert losses[-1] < 0.7 * losses[0], "the engine should fit the colour-coded fake data"
+
+
+def test_train_writes_results_and_skips_finished_runs(
+    fake_root: Path, tiny_model: str, tmp_path: Path
+) -> None:
+    recipe = recipe_from_dict(TINY_RECIPE)
+    config = TrainConfig(tiny_model, recipe, seed=3)
+    out = run_dir(config, tmp_path / "runs")
+    final = train(config, out, data_root=fake_root, cache_dir=tmp_path / "cache", progress=False)
+
+    saved = json.loads((out / "final.json").read_text())
+    assert saved == final
+    for key in ("test_acc", "params", "macs", "config", "data", "hardware", "torch", "commit", "wall_time_s"):
+        assert key in final
+    assert 0 <= final["test_acc"] <= 100 and final["params"] == sum(
+        p.numel() for p in tiny_net().parameters()
+    )
+    assert {"model", "ratio", "dw_size", "recipe", "seed"} <= set(final["config"])
+    assert final["config"]["recipe_spec"]["epochs"] == 3 and final["scale"] == "smoke (test)"
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["test_acc"] == "nan" and float(rows[-1]["test_acc"]) == final["test_acc"]
+    assert not (out / "checkpoint.pt").exists()
+
+    assert find_runs(tmp_path / "runs") == [out]
+    model, loaded = load_trained(out)
+    assert not model.training and loaded["test_acc"] == final["test_acc"]
+
+    mtime = (out / "model.pt").stat().st_mtime_ns
+    assert train(config, out, data_root=fake_root, progress=False) == final  # not redone
+    assert (out / "model.pt").stat().st_mtime_ns == mtime
+
+    other = TrainConfig(tiny_model, recipe.with_overrides(epochs=4), seed=3)
+    with pytest.raises(ValueError, match=r"different configuration \(recipe_spec.epochs: 3 there, 4 now\)"):
+        train(other, out, data_root=fake_root, progress=False)
+
+
+def test_corrupt_checkpoint_gets_a_clear_message(fake_root: Path, tiny_model: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    config = TrainConfig(tiny_model, recipe_from_dict(TINY_RECIPE))
+    with pytest.raises(ValueError, match="checkpoint .* is corrupt or unreadable.*delete it"):
+        train(config, out, data_root=fake_root, cache_dir=tmp_path / "cache", progress=False)
+
+
+# ---------------------------------------------------------------- SIGKILL and exact resume
+
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from torch import nn
+    from ghost.models import register_model
+
+    @register_model(input_size=(3, 32, 32))
+    def tiny_test_net(num_classes=10):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                             nn.ReLU(), nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(8, num_classes))
+
+    where, _, count = os.environ.get("KILL_AT", "").partition(":")
+    calls = [0]
+    def maybe_die():
+        calls[0] += 1
+        if calls[0] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "step":  # in the middle of an epoch
+        import ghost.data.batches as batches
+        original = batches.DeviceData.train_batches
+        def train_batches(self, *args, **kwargs):
+            for batch in original(self, *args, **kwargs):
+                maybe_die()
+                yield batch
+        batches.DeviceData.train_batches = train_batches
+    elif where == "replace":  # between writing a temporary file and renaming it into place
+        original_replace = os.replace
+        def replace(src, dst):
+            maybe_die()
+            original_replace(src, dst)
+        os.replace = replace
+
+    from experiments.train import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _run_driver(tmp_path: Path, out: Path, recipe: Path, data: Path, kill_at: str = "") -> int:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {
+        **os.environ,
+        "KILL_AT": kill_at,
+        "GHOST_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(REPO),
+    }
+    args = ["--model", "tiny_test_net", "--recipe", str(recipe), "--seed", "1", "--out", str(out)]
+    args += ["--data", str(data), "--device", "cpu", "--no-progress"]
+    return subprocess.run(
+        [sys.executable, str(driver), *args], env=env, cwd=REPO, capture_output=True
+    ).returncode
+
+
+def _metrics_without_times(run: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")} for row in rows]
+
+
+def test_sigkill_at_any_moment_then_resume_gives_identical_results(fake_root: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "tiny.json"
+    recipe.write_text(json.dumps({**TINY_RECIPE, "eval_every": 1}))
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _run_driver(tmp_path, reference, recipe, fake_root) == 0
+
+    steps_per_epoch = 320 // 32
+    # killed mid-epoch 2; then while replacing epoch 2's checkpoint; then just before final.json lands
+    assert _run_driver(tmp_path, killed, recipe, fake_root, f"step:{steps_per_epoch + 4}") == -signal.SIGKILL
+    assert (killed / "checkpoint.pt").exists() and not (killed / "final.json").exists()
+    assert _run_driver(tmp_path, killed, recipe, fake_root, "replace:1") == -signal.SIGKILL
+    assert any(killed.glob(".checkpoint.pt.*.tmp")), "killed between writing and renaming the checkpoint"
+    # resumed from epoch 1: replaces of epochs 2 and 3 (checkpoint, metrics), model.pt, then final.json
+    assert _run_driver(tmp_path, killed, recipe, fake_root, "replace:6") == -signal.SIGKILL
+    assert (killed / "model.pt").exists() and not (killed / "final.json").exists()
+    assert _run_driver(tmp_path, killed, recipe, fake_root) == 0
+
+    final_ref = json.loads((reference / "final.json").read_text())
+    final_killed = json.loads((killed / "final.json").read_text())
+    for key in ("test_acc", "test_loss", "train_acc", "train_loss", "params", "macs", "identity"):
+        assert final_killed[key] == final_ref[key], key
+    assert _metrics_without_times(killed) == _metrics_without_times(reference)
+    weights_ref = torch.load(reference / "model.pt", weights_only=True)
+    weights_killed = torch.load(killed / "model.pt", weights_only=True)
+    assert weights_ref.keys() == weights_killed.keys()
+    assert all(torch.equal(weights_ref[k], weights_killed[k]) for k in weights_ref)
+    assert not list(killed.glob(".*.tmp")) and not (killed / "checkpoint.pt").exists()
+
+
+# ---------------------------------------------------------------- CLI bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "nope", "--recipe", "quick"], "unknown model 'nope'"),
+        (["--model", "vgg16_cifar", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--model", "ghost_vgg16_cifar", "--dw-size", "4", "--recipe", "quick"], "dw_size"),
+        (["--model", "ghost_vgg16_cifar", "--ratio", "0", "--recipe", "quick"], "ratio"),
+        (["--model", "vgg16_cifar", "--ratio", "2", "--recipe", "quick"], "apply only to Ghost models"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_cli_bad_input_exits_with_one_line(
+    args: list[str], expected: str, fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--out", str(tmp_path / "out"), "--data", str(fake_root), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists(), "no partial result is left behind"
+
+
+def test_cli_missing_data_exits_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GHOST_CIFAR10"}
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--model", "vgg16_cifar", "--recipe", "quick"]
+        + ["--out", str(tmp_path / "out")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "GHOST_CIFAR10 is not set" in result.stderr
+    assert "Traceback" not in result.stderr
