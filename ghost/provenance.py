@@ -16,11 +16,12 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def git_commit(repo: str | os.PathLike = _REPO) -> str:
-    """``HEAD``'s hash, suffixed ``-dirty`` when tracked files differ from it; ``"unknown"`` outside git."""
+    """``HEAD``'s hash, suffixed ``-dirty`` when tracked files other than the generated ``results/`` differ
+    from it; ``"unknown"`` outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=repo, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
