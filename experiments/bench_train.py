@@ -18,7 +18,6 @@ import argparse
 import itertools
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from ghost.benchmark import time_calls
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData, load_cifar10
 from ghost.provenance import git_commit, hardware
 from ghost.train import Engine, build_model, load_recipe, resolve_device
@@ -50,19 +50,11 @@ class PILCifar(Dataset):
         return self.transform(Image.fromarray(np.ascontiguousarray(self.images[i]))), self.labels[i]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(run: Callable[[int], None], warmup: int, steps: int, device: torch.device) -> float:
     """Seconds per step of ``run(n)`` (which performs n steps), after ``warmup`` untimed steps."""
     run(warmup)
-    _sync(device)
-    start = time.perf_counter()
-    run(steps)
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+    (seconds,) = time_calls(lambda: run(steps), device, warmup=0, repeats=1)
+    return seconds / steps
 
 
 def bench_engine(model_name: str, recipe_name: str, data: DeviceData, args: argparse.Namespace) -> float:
