@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint",
         help="weights of --model: a training run folder or a state_dict file "
-        "(default: the newest finished run of the model under --runs, else untrained)",
+        "(default: a finished run of the model under --runs, full scale before smoke, lowest seed; else untrained)",
     )
     p.add_argument("--ghost-checkpoint", help="weights of the Ghost version (as --checkpoint)")
     p.add_argument("--runs", default="runs", help="where training runs are looked up (default runs/)")

@@ -33,8 +33,10 @@ class LoadedModel:
 
 
 def weights_kind(weights: str) -> str:
-    """``"trained"``, ``"untrained"`` or ``"weights"`` (a file) from a :class:`LoadedModel` description."""
-    return weights.split(" ")[0].rstrip(":")
+    """``"trained"``, ``"smoke-trained"`` (a smoke-scale run), ``"untrained"`` or ``"weights"`` (a file) from a
+    :class:`LoadedModel` description."""
+    kind = weights.split(" ")[0].rstrip(":")
+    return "smoke-trained" if kind == "trained" and "smoke" in weights else kind
 
 
 @dataclass(frozen=True)
@@ -46,18 +48,22 @@ class AnalysisInputs:
     data: str
 
 
-def _best_run(name: str, runs: Path, ratio: int, dw_size: int) -> Path | None:
-    """The finished run of ``name`` (a Ghost model: with this ratio and dw_size) with the highest test
-    accuracy (the newest among equals), or None."""
-    best: tuple[float, float, Path] | None = None
+def _chosen_run(name: str, runs: Path, ratio: int, dw_size: int) -> Path | None:
+    """The finished run of ``name`` (a Ghost model: with this ratio and dw_size) to analyse, or None.
+
+    Full-scale runs are preferred to smoke-scale ones, then the lowest seed, then the newest. Test accuracy
+    plays no part, so the choice never depends on the test set.
+    """
+    chosen: tuple[bool, int, float, Path] | None = None
     for run in find_runs(runs):
         final = load_final(run)
         config = final["config"]
         same_ghost = (config.get("ratio"), config.get("dw_size")) == (ratio, dw_size)
         if config.get("model") == name and (same_ghost or not name.startswith(GHOST_PREFIX)):
-            key = (final["test_acc"], (run / "final.json").stat().st_mtime, run)
-            best = key if best is None or key[:2] > best[:2] else best
-    return None if best is None else best[2]
+            key = ("smoke" in str(final.get("scale", "")), int(config.get("seed", 0)),
+                   -(run / "final.json").stat().st_mtime, run)
+            chosen = key if chosen is None or key[:3] < chosen[:3] else chosen
+    return None if chosen is None else chosen[3]
 
 
 def load_model(
@@ -69,12 +75,13 @@ def load_model(
     dw_size: int = 3,
     seed: int = 0,
 ) -> LoadedModel:
-    """Build ``name`` (a :func:`ghost.models.create_model` name) with the best weights available.
+    """Build ``name`` (a :func:`ghost.models.create_model` name) with trained weights when available.
 
     Args:
         name: e.g. ``"vgg16_cifar"`` or ``"ghost_vgg16_cifar"``.
         checkpoint: a finished training run folder (with ``final.json``) or a ``state_dict`` file of this
-            model; ``None`` uses the finished run of ``name`` under ``runs`` with the best test accuracy.
+            model; ``None`` uses a finished run of ``name`` under ``runs`` (full scale before smoke scale, then
+            the lowest seed, then the newest; never chosen by test accuracy).
         runs: where training runs are looked up (``None``: never; a missing folder holds no runs).
         ratio, dw_size: ``s`` and ``d`` of a Ghost model (runs must match them too).
         seed: seed of the random initialisation when no weights are found.
@@ -88,7 +95,7 @@ def load_model(
     """
     options = {"ratio": ratio, "dw_size": dw_size} if name.startswith(GHOST_PREFIX) else {}
     if checkpoint is None and runs is not None and Path(runs).is_dir():
-        checkpoint = _best_run(name, Path(runs), ratio, dw_size)
+        checkpoint = _chosen_run(name, Path(runs), ratio, dw_size)
     if checkpoint is None:
         with torch.random.fork_rng():  # seeded, without touching the caller's random state
             torch.manual_seed(seed)
