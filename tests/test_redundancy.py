@@ -41,6 +41,7 @@ from ghost.redundancy import (
     plot_mse_vs_d,
     reports_frame,
     top_pairs,
+    weights_kind,
 )
 from ghost.train.engine import FINAL, MODEL, build_model
 
@@ -315,12 +316,13 @@ def test_figures_are_built_and_validate_input():
 # --- weights ---------------------------------------------------------------------------------------
 
 
-def fake_run(runs: Path, model: str, ratio: int | None, dw_size: int | None, acc: float) -> Path:
+def fake_run(runs: Path, model: str, ratio: int | None, dw_size: int | None, acc: float, *,
+             scale: str = "smoke", seed: int = 0) -> Path:
     """A finished run folder as the training engine writes it (final.json + model.pt), weights random."""
-    run = runs / "recipe" / model / "seed0"
+    run = runs / "recipe" / model / f"seed{seed}"
     run.mkdir(parents=True)
-    config = {"model": model, "ratio": ratio, "dw_size": dw_size, "seed": 0, "recipe": "recipe"}
-    (run / FINAL).write_text(json.dumps({"config": config, "test_acc": acc, "scale": "smoke"}))
+    config = {"model": model, "ratio": ratio, "dw_size": dw_size, "seed": seed, "recipe": "recipe"}
+    (run / FINAL).write_text(json.dumps({"config": config, "test_acc": acc, "scale": scale}))
     torch.manual_seed(7)
     torch.save(build_model(model, ratio, dw_size).state_dict(), run / MODEL)
     return run
@@ -330,11 +332,15 @@ def test_load_model_prefers_trained_runs_and_says_untrained_otherwise(tmp_path):
     untrained = load_model("resnet56_cifar", runs=tmp_path / "none")
     assert not untrained.trained and untrained.weights == "untrained (random init, seed 0)"
     assert not untrained.model.training
-    run = fake_run(tmp_path, "resnet56_cifar", None, None, 93.12)
-    fake_run(tmp_path / "newer", "resnet56_cifar", None, None, 40.0)  # newer but worse: not taken
+    fake_run(tmp_path / "smoke", "resnet56_cifar", None, None, 93.12)  # best accuracy, but smoke scale
+    fake_run(tmp_path / "seed1", "resnet56_cifar", None, None, 60.0, scale="full", seed=1)  # a higher seed
+    run = fake_run(tmp_path, "resnet56_cifar", None, None, 51.25, scale="full")
     fake_run(tmp_path / "other", "ghost_vgg16_cifar", 2, 1, 50.0)  # d=1: not the requested d=3
-    trained = load_model("resnet56_cifar", runs=tmp_path)
-    assert trained.trained and trained.weights == f"trained: {run} (smoke; test accuracy 93.12%)"
+    trained = load_model("resnet56_cifar", runs=tmp_path)  # never chosen by test accuracy
+    assert trained.trained and trained.weights == f"trained: {run} (full; test accuracy 51.25%)"
+    assert weights_kind(trained.weights) == "trained"
+    assert weights_kind(load_model("resnet56_cifar", tmp_path / "smoke" / "recipe" / "resnet56_cifar" / "seed0")
+                        .weights) == "smoke-trained"
     saved = torch.load(run / MODEL, weights_only=True)
     assert torch.equal(trained.model.state_dict()["conv1.weight"], saved["conv1.weight"])
     assert not load_model("ghost_vgg16_cifar", runs=tmp_path, dw_size=3).trained
