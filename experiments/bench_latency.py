@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ghost.benchmark import inference_latency
+from ghost.benchmark import ghost_time_breakdown, inference_latency
 from ghost.complexity import count_macs, count_params
 from ghost.io import write_text_atomic
 from ghost.models import create_model, default_input_size
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                     prefix = "" if label == "baseline" else "ghost_"
                     row.update({f"{prefix}{k}": v for k, v in stats.items()})
                 row["measured_speedup"] = row["median_ms"] / row["ghost_median_ms"]
+                parts = ghost_time_breakdown(ghost, size, batch, args.device, repeats=args.repeats)
+                row.update({f"ghost_{k}": v for k, v in parts.items()})
                 records.append(row)
                 print(f"{name:16s} batch {batch:3d}: {row['median_ms']:8.2f} ms -> {row['ghost_median_ms']:8.2f} ms "
                       f"(measured {row['measured_speedup']:.2f}x, theoretical {row['theoretical_speedup']:.2f}x)")
@@ -92,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r.model} | {r.batch_size} | {r.median_ms:.2f} [{r.p10_ms:.2f}-{r.p90_ms:.2f}] | "
                      f"{r.ghost_median_ms:.2f} [{r.ghost_p10_ms:.2f}-{r.ghost_p90_ms:.2f}] | "
                      f"{r.measured_speedup:.2f}x | {r.theoretical_speedup:.2f}x |")
+    lines += [
+        "", "## Where the Ghost model's time goes", "",
+        "Median ms per forward pass, each Ghost module and branch timed with hooks (which add some overhead:",
+        "read the proportions). Primary and cheap branches include their BatchNorm and activation.", "",
+        "| model | batch | total | primary convs | cheap depthwise ops | concat + slice | rest of the network |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in df.itertuples():
+        share = [f"{v:.2f} ({100 * v / r.ghost_total_ms:.0f}%)" for v in
+                 (r.ghost_primary_ms, r.ghost_cheap_ms, r.ghost_concat_slice_ms, r.ghost_rest_ms)]
+        lines.append(f"| ghost_{r.model} | {r.batch_size} | {r.ghost_total_ms:.2f} | {' | '.join(share)} |")
     lines += ["", "## Provenance", "", *[f"- {k}: `{v}`" for k, v in meta.items()]]
     write_text_atomic(stem.with_suffix(".csv"), df.to_csv(index=False))
     write_text_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
