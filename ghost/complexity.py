@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["conv2d_macs", "count_macs", "count_params", "example_input", "linear_macs"]
+__all__ = ["conv2d_macs", "count_macs", "count_params", "example_input", "linear_macs", "module_macs"]
 
 # fvcore's operator groups (keys of ``by_operator()``) that are multiply-accumulates of conv/linear layers.
 _FVCORE_MAC_OPS = ("conv", "addmm", "linear", "matmul", "bmm")
@@ -51,6 +51,15 @@ def linear_macs(linear: nn.Linear, output_shape: Sequence[int]) -> int:
     return rows * linear.in_features * linear.out_features
 
 
+def module_macs(module: nn.Module, output_shape: Sequence[int]) -> int:
+    """MACs of one call of ``module`` per sample: conv and linear layers count, every other module is 0."""
+    if isinstance(module, nn.Conv2d):
+        return conv2d_macs(module, output_shape)
+    if isinstance(module, nn.Linear):
+        return linear_macs(module, output_shape)
+    return 0
+
+
 def example_input(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     """A zero batch of one image of ``input_size`` = ``(C, H, W)`` on the model's device and dtype."""
     if len(input_size) != 3:
@@ -66,10 +75,7 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
 
     def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(module, nn.Conv2d):
-            total += conv2d_macs(module, output.shape)
-        else:
-            total += linear_macs(module, output.shape)
+        total += module_macs(module, output.shape)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:

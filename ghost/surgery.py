@@ -27,7 +27,7 @@ from fnmatch import fnmatch
 import torch
 from torch import nn
 
-from ghost.complexity import conv2d_macs, count_macs, count_params, example_input
+from ghost.complexity import conv2d_macs, count_params, example_input, module_macs
 from ghost.io import write_text_atomic
 from ghost.layers import GhostConv2d, check_dw_size, check_ratio
 
@@ -350,8 +350,10 @@ def ghostify(
         )
     report.params_after = count_params(model)
     report.params_before = report.params_after + sum(r.params_before - r.params_after for r in report.layers)
-    report.macs_after = count_macs(model, size)
-    report.macs_before = report.macs_after + sum(r.macs_before - r.macs_after for r in report.layers)
+    # the trace already ran the original model: count its MACs from the recorded calls (the rule of
+    # ghost.complexity.count_macs) instead of running the converted model once more
+    report.macs_before = sum(module_macs(modules[c.module], c.output_shape) for c in calls)
+    report.macs_after = report.macs_before - sum(r.macs_before - r.macs_after for r in report.layers)
     model.ghost_report = report
     return model
 
