@@ -239,9 +239,7 @@ def main(tables: list[str], description: str, argv: list[str] | None = None) -> 
         if args.seeds < 1 or args.jobs < 1:
             raise ValueError(f"--seeds and --jobs must be >= 1, got {args.seeds} and {args.jobs}")
         if args.download:
-            if not args.data:
-                raise ValueError("--download needs --data PATH: the folder to download CIFAR-10 into")
-            download_cifar10(args.data)
+            download_cifar10(args.data or None)
         recipe = load_recipe(args.recipe)
         keys = list(dict.fromkeys(key for name in tables for key in TABLES[name].configs))
         runs = runs_frame(ensure_runs(keys, recipe, args.seeds, args))

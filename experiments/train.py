@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.download:
-            if not args.data:
-                raise ValueError("--download needs --data PATH: the folder to download CIFAR-10 into")
-            download_cifar10(args.data)
+            download_cifar10(args.data or None)
         recipe = load_recipe(args.recipe).with_overrides(epochs=args.epochs, train_subset=args.train_subset)
         config = TrainConfig(args.model, recipe, seed=args.seed, ratio=args.ratio, dw_size=args.dw_size)
         final = train(

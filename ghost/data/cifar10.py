@@ -79,10 +79,15 @@ def find_layout(root: Path) -> tuple[str, Path]:
     )
 
 
-def download_cifar10(root: str | Path) -> Path:
-    """Download the official python batches into ``root`` with torchvision (needs the network)."""
+def download_cifar10(root: str | Path | None) -> Path:
+    """Download the official python batches into ``root`` with torchvision (needs the network).
+
+    ``root`` is required (``None`` raises): data is only ever downloaded into a folder the user named.
+    """
     from torchvision.datasets import CIFAR10
 
+    if root is None:
+        raise ValueError("--download needs --data PATH: the folder to download CIFAR-10 into")
     root = Path(root).expanduser().resolve()
     try:
         CIFAR10(str(root), train=True, download=True)
