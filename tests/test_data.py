@@ -21,6 +21,7 @@ from ghost.data import (
     class_balanced_subset,
     data_label,
     describe_cifar10,
+    download_cifar10,
     load_cifar10,
 )
 
@@ -183,3 +184,8 @@ def test_shared_copy_test_split(cifar10_root: Path) -> None:
     info = describe_cifar10(cifar10_root)
     if info.get("format") == "jpg":
         assert "LOSSY" in data_label(info)
+
+
+def test_download_needs_a_folder() -> None:
+    with pytest.raises(ValueError, match="--download needs --data PATH"):
+        download_cifar10(None)
