@@ -97,7 +97,7 @@ def test_registry_lists_and_builds() -> None:
     ghosts = [m for m in model.modules() if isinstance(m, GhostConv2d)]
     assert len(ghosts) == 12 and all((g.ratio, g.dw_size) == (3, 5) for g in ghosts)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
-    assert model.ghost_report.input_size == (3, 32, 32)
+    assert model.ghost_report.inputs == "3x32x32"
 
 
 def test_registry_errors() -> None:

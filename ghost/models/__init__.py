@@ -4,7 +4,7 @@
 >>> model = create_model("ghost_vgg16_cifar", ratio=2, dw_size=3)
 """
 
-from ._registry import GHOST_PREFIX, create_model, default_input_size, list_models, register_model
+from ._registry import GHOST_PREFIX, create_model, default_input_size, init_scheme, list_models, register_model
 from .cifar import CifarResNet, CifarVGG, resnet56_cifar, vgg16_cifar
 from .ghostnet_arch import GhostNet, ghostnet
 
@@ -15,6 +15,7 @@ __all__ = [
     "GhostNet",
     "create_model",
     "default_input_size",
+    "init_scheme",
     "ghostnet",
     "list_models",
     "register_model",

@@ -8,25 +8,30 @@ from fnmatch import fnmatch
 
 from torch import nn
 
-__all__ = ["GHOST_PREFIX", "create_model", "default_input_size", "list_models", "register_model"]
+__all__ = ["GHOST_PREFIX", "create_model", "default_input_size", "init_scheme", "list_models", "register_model"]
 
 GHOST_PREFIX = "ghost_"
 """``create_model("ghost_<name>", ratio=..., dw_size=..., ...)`` builds ``<name>`` and ghostifies it."""
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INITS: dict[str, Callable[[nn.Module], None]] = {}
 
 # ghostify() options that create_model() forwards for "ghost_<name>" (everything else goes to the builder).
 _GHOSTIFY_OPTIONS = (
     "ratio", "dw_size", "policy", "replace_stem", "convert_grouped", "include", "exclude", "overrides",
-    "input_size",
+    "input_size", "init", "verify",
 )
 _INPUT_SIZES: dict[str, tuple[int, int, int]] = {"inception_v3": (3, 299, 299)}
+# torchvision families whose constructors initialise convs with Kaiming-normal fan-out (read from their code)
+_TORCHVISION_KAIMING_FAN_OUT = ("resnet*", "resnext*", "wide_resnet*", "vgg*", "mobilenet_v*", "efficientnet*",
+                                "mnasnet*", "regnet*")
 
 
 def register_model(
-    *, input_size: tuple[int, int, int] = (3, 224, 224)
+    *, input_size: tuple[int, int, int] = (3, 224, 224), init: Callable[[nn.Module], None] | None = None
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder under its function name, with the input size it is meant for."""
+    """Decorator registering a builder under its function name, with the input size it is meant for and
+    the weight-init scheme it applies (``None``: PyTorch's defaults), which its Ghost variant reuses."""
 
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -36,6 +41,8 @@ def register_model(
             raise ValueError(f"{name!r}: names starting with {GHOST_PREFIX!r} are reserved for Ghost variants")
         _BUILDERS[name] = fn
         _INPUT_SIZES[name] = input_size
+        if init is not None:
+            _INITS[name] = init
         return fn
 
     return register
@@ -48,6 +55,20 @@ def default_input_size(name: str) -> tuple[int, int, int]:
     if name not in set(list_models()):
         raise ValueError(f"unknown model {name!r}; see ghost.models.list_models()")
     return _INPUT_SIZES.get(name, (3, 224, 224))
+
+
+def init_scheme(name: str) -> Callable[[nn.Module], None] | None:
+    """The weight-init scheme the builder of ``name`` applies, ``None`` for PyTorch's defaults (or a scheme
+    this registry does not know); ``create_model("ghost_<name>")`` initialises the new layers with it."""
+    if name in _INITS:
+        return _INITS[name]
+    if name in _BUILDERS:
+        return None
+    if any(fnmatch(name, pattern) for pattern in _TORCHVISION_KAIMING_FAN_OUT):
+        from .init import kaiming_normal_fan_out
+
+        return kaiming_normal_fan_out
+    return None
 
 
 def _torchvision_names() -> list[str]:
@@ -74,8 +95,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
     - Names registered with :func:`register_model` (``vgg16_cifar``, ``resnet56_cifar``, ``ghostnet``...).
     - torchvision classification models (``resnet50``, ``mobilenet_v2``...), built with ``weights=None``.
     - ``ghost_<name>``: ``<name>`` converted with :func:`ghost.ghostify`; the keyword arguments
-      ``ratio, dw_size, policy, replace_stem, convert_grouped, include, exclude, overrides, example_input``
-      go to ``ghostify``, the rest to the builder.
+      ``ratio, dw_size, policy, replace_stem, convert_grouped, include, exclude, overrides, input_size, init,
+      verify`` go to ``ghostify``, the rest to the builder. The new layers are initialised with ``<name>``'s
+      own scheme (:func:`init_scheme`) unless ``init`` is given.
 
     Raises:
         ValueError: unknown name (with close matches), or invalid arguments.
@@ -85,6 +107,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
         options = {k: kwargs.pop(k) for k in _GHOSTIFY_OPTIONS if k in kwargs}
         options.setdefault("input_size", default_input_size(name))
+        options.setdefault("init", init_scheme(name[len(GHOST_PREFIX):]))
         base = create_model(name[len(GHOST_PREFIX):], **kwargs)
         return ghostify(base, inplace=True, **options)
     if name in _BUILDERS:

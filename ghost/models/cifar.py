@@ -13,19 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_model
+from .init import kaiming_normal_fan_out
 
 __all__ = ["CifarResNet", "CifarVGG", "resnet56_cifar", "vgg16_cifar"]
 
 VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class CifarVGG(nn.Module):
@@ -48,7 +40,7 @@ class CifarVGG(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(channels, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
         )
-        _init_weights(self)
+        kaiming_normal_fan_out(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
@@ -111,7 +103,7 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        _init_weights(self)
+        kaiming_normal_fan_out(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -119,14 +111,14 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register_model(input_size=(3, 32, 32))
+@register_model(input_size=(3, 32, 32), init=kaiming_normal_fan_out)
 def vgg16_cifar(num_classes: int = 10) -> CifarVGG:
     """VGG-16 for CIFAR (paper Tables 3-5): 13 conv3x3-BN-ReLU, 2-layer head; 14,987,722 params for 10
     classes, 313.2 M MACs at 32x32."""
     return CifarVGG(VGG16_CFG, num_classes)
 
 
-@register_model(input_size=(3, 32, 32))
+@register_model(input_size=(3, 32, 32), init=kaiming_normal_fan_out)
 def resnet56_cifar(num_classes: int = 10) -> CifarResNet:
     """ResNet-56 for CIFAR (He et al. 2016, option-A shortcuts): 853,018 params, 125.5 M MACs at 32x32."""
     return CifarResNet(56, num_classes)
