@@ -109,11 +109,17 @@ class GhostConv2d(nn.Module):
         ``primary_conv``: ``nn.Sequential(conv[, norm][, act])``;
         ``cheap_operation``: ``nn.Sequential(depthwise conv[, norm][, act])``, or ``None`` if ``ratio == 1``.
 
+    The concatenation is sliced to ``out_channels`` only when ``ratio`` does not divide ``out_channels``
+    (``needs_slice``), so exported graphs of the common case have no extra Slice node.
+
     Example:
         >>> layer = GhostConv2d(64, 128, 3, stride=2, padding=1, ratio=2, dw_size=3)
         >>> layer(torch.randn(1, 64, 32, 32)).shape
         torch.Size([1, 128, 16, 16])
     """
+
+    __constants__ = ["needs_slice"]
+    __jit_unused_properties__ = ["primary"]  # TorchScript cannot type ``primary_conv[0]``; forward never uses it
 
     def __init__(
         self,
@@ -145,6 +151,7 @@ class GhostConv2d(nn.Module):
         self.out_channels = out_channels
         self.init_channels = math.ceil(out_channels / ratio)
         self.new_channels = self.init_channels * (ratio - 1)
+        self.needs_slice = self.init_channels + self.new_channels != out_channels
         if in_channels % groups or self.init_channels % groups:
             raise ValueError(
                 f"cannot split a grouped conv (groups={groups}) into a Ghost module: the primary conv makes "
@@ -198,7 +205,9 @@ class GhostConv2d(nn.Module):
         if self.cheap_operation is None:
             return intrinsic
         out = torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)
-        return out[:, : self.out_channels]
+        if self.needs_slice:
+            return out[:, : self.out_channels]
+        return out
 
     def extra_repr(self) -> str:
         return (
@@ -278,6 +287,8 @@ class GhostBottleneck(nn.Module):
         se_ratio: squeeze-excite reduction; 0 disables SE.
         ratio: ``s`` of both Ghost modules.
         dw_size: ``d`` of both Ghost modules.
+
+    ``conv_dw`` and ``bn_dw`` are ``None`` when ``stride == 1`` (so the module scripts with TorchScript).
     """
 
     def __init__(
@@ -298,6 +309,8 @@ class GhostBottleneck(nn.Module):
         self.stride = stride
         pad = (dw_kernel_size - 1) // 2
         self.ghost1 = GhostModule(in_chs, mid_chs, ratio=ratio, dw_size=dw_size, relu=True)
+        self.conv_dw: nn.Conv2d | None = None
+        self.bn_dw: nn.BatchNorm2d | None = None
         if stride > 1:
             self.conv_dw = nn.Conv2d(mid_chs, mid_chs, dw_kernel_size, stride, pad, groups=mid_chs, bias=False)
             self.bn_dw = nn.BatchNorm2d(mid_chs)
@@ -315,7 +328,7 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost1(x)
-        if self.stride > 1:
+        if self.conv_dw is not None and self.bn_dw is not None:
             out = self.bn_dw(self.conv_dw(out))
         if self.se is not None:
             out = self.se(out)

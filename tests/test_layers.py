@@ -160,7 +160,7 @@ def test_ghost_bottleneck(in_chs: int, out_chs: int, stride: int, se_ratio: floa
     block = GhostBottleneck(in_chs, 48, out_chs, 3, stride, se_ratio=se_ratio)
     assert block(torch.randn(2, in_chs, 16, 16)).shape == (2, out_chs, 16 // stride, 16 // stride)
     assert (block.se is not None) == (se_ratio > 0)
-    assert hasattr(block, "conv_dw") == (stride > 1)
+    assert (block.conv_dw is not None) == (block.bn_dw is not None) == (stride > 1)
     assert len(block.ghost2.primary_conv) == 2  # linear projection: no ReLU
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
         GhostBottleneck(8, 8, 8, stride=3)
