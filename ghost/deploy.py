@@ -1,4 +1,4 @@
-"""Deploy mode: fold every BatchNorm that provably follows a convolution into that convolution.
+"""Deploy mode: fold every BatchNorm that provably follows a convolution, and drop activations that change nothing.
 
 In eval mode a BatchNorm is an affine map per channel, so ``bn(conv(x))`` equals one convolution with
 rescaled weights and a bias. :func:`fold_batchnorm` applies that rewrite (with PyTorch's own
@@ -15,6 +15,12 @@ rescaled weights and a bias. :func:`fold_batchnorm` applies that rewrite (with P
 Only plain ``nn.Conv2d`` and ``nn.BatchNorm2d`` with running statistics are folded: subclasses with their own
 forward (e.g. weight-standardised convs, timm's ``BatchNormAct2d``) are left alone, as is any module that is
 registered at more than one place in the model.
+
+:func:`strip_redundant_activations` then removes host activation calls that provably change nothing: an
+idempotent activation (``ReLU``, ``ReLU6``, ``Hardtanh``) applied to the output of a Ghost module whose
+branches all end with that same activation (``ghostify``'s paper policy leaves such a call behind when the
+host's activation module is shared, e.g. torchvision ResNet's ``self.relu``), or to the output of that same
+activation. :func:`prepare_for_inference` does both.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ghost.layers import GhostConv2d
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_batchnorm", "prepare_for_inference", "strip_redundant_activations"]
 
 
 def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -48,8 +54,7 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     Raises:
         ValueError: ``model`` is not an ``nn.Module``.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"fold_batchnorm expects an nn.Module, got {type(model).__name__}")
+    _require_module(model, "fold_batchnorm")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -62,6 +67,12 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
             _fold_sequential(module, unique)
     _fold_traced_pairs(model, unique)
     return model
+
+
+def _require_module(model: object, function: str) -> None:
+    """Raise a ``ValueError`` naming ``function`` if ``model`` is not an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{function} expects an nn.Module, got {type(model).__name__}")
 
 
 def _registered_once(model: nn.Module) -> set[int]:
@@ -131,3 +142,141 @@ def _fold_traced_pairs(model: nn.Module, unique: set[int]) -> None:
         if _foldable(conv, bn, unique):
             model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
             model.set_submodule(bn_name, nn.Identity())
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Return an eval-mode copy of ``model`` ready for inference and export: BatchNorms folded, redundant
+    activation calls removed.
+
+    This is :func:`fold_batchnorm` (on a deep copy; ``model`` itself is left as it is) followed by
+    :func:`strip_redundant_activations`. Its outputs are those of ``model`` in eval mode, up to floating-point
+    rounding.
+
+    Args:
+        model: any ``nn.Module``, e.g. a GhostNet or a model converted by :func:`ghost.surgery.ghostify`.
+
+    Returns:
+        A ``torch.fx.GraphModule`` in eval mode when ``torch.fx`` can trace the model symbolically (with the
+        folded model's submodule names and ``state_dict`` keys); otherwise the folded module, unchanged apart
+        from the folding.
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Module``.
+    """
+    _require_module(model, "prepare_for_inference")
+    return strip_redundant_activations(fold_batchnorm(model))
+
+
+def strip_redundant_activations(model: nn.Module) -> nn.Module:
+    """Remove the host activation calls that provably leave their input unchanged.
+
+    A call of an ``nn.ReLU``, ``nn.ReLU6`` or ``nn.Hardtanh`` module is removed (its users read its input
+    instead) when its input, possibly through ``nn.Identity`` calls, is
+
+    - the output of a :class:`~ghost.layers.GhostConv2d` whose branches all end with the same function
+      (``ReLU`` whatever its ``inplace``; ``ReLU6`` or ``Hardtanh`` with the same bounds): every output value
+      is already the activation's, which the activation maps to itself; or
+    - the output of a call of the same function (an activation applied twice).
+
+    A call is kept when its input, the ``nn.Identity`` calls in between or its own output have another reader
+    that modifies its argument in place (an ``inplace=True`` module or argument, or an operation named
+    ``..._`` such as ``add_``): removing the call would let that reader change values others read.
+    Only the plain module types are recognised (subclasses may have their own forward).
+
+    Args:
+        model: any ``nn.Module``; it is switched to eval mode, and the result shares its submodules.
+
+    Returns:
+        A ``torch.fx.GraphModule`` in eval mode built from ``model``, with the same outputs as ``model`` in
+        eval mode (Python control flow is fixed as traced, as with any fx trace). The submodules and attributes
+        that the forward uses keep their names, and so their ``state_dict`` keys; like any ``GraphModule``, it
+        does not carry over submodules the forward never calls. ``model`` itself, in eval mode, if ``torch.fx``
+        cannot trace it.
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Module``.
+    """
+    _require_module(model, "strip_redundant_activations")
+    model.eval()
+    try:
+        graph = _GhostLeafTracer().trace(model)
+    except Exception:  # noqa: BLE001 - a model that fx cannot trace keeps its activations
+        return model
+    for node in list(graph.nodes):
+        if _is_redundant_activation(node, model):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    graph.lint()
+    return torch.fx.GraphModule(model, graph)
+
+
+class _GhostLeafTracer(_Tracer):
+    """:class:`_Tracer` that also keeps Ghost modules as leaves, so their outputs are nodes of the graph."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, GhostConv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _activation_key(module: nn.Module) -> tuple[object, ...] | None:
+    """What identifies the function of an idempotent activation module, or ``None`` if it is not one."""
+    if type(module) is nn.ReLU:
+        return ("relu",)
+    if type(module) in (nn.ReLU6, nn.Hardtanh):
+        return ("hardtanh", float(module.min_val), float(module.max_val))
+    return None
+
+
+def _ghost_output_key(ghost: GhostConv2d) -> tuple[object, ...] | None:
+    """The activation key that every branch of ``ghost`` ends with, or ``None`` if they do not share one."""
+    if type(ghost).forward is not GhostConv2d.forward:
+        return None
+    branches = [b for b in (ghost.primary_conv, ghost.cheap_operation) if b is not None]
+    keys = {_activation_key(b[-1]) if type(b) is nn.Sequential and len(b) else None for b in branches}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def _output_key(node: torch.fx.Node, model: nn.Module) -> tuple[object, ...] | None:
+    """The activation key that ``node``'s output values are all fixed points of, if it is a module call
+    that guarantees one."""
+    if node.op != "call_module":
+        return None
+    module = model.get_submodule(node.target)
+    return _ghost_output_key(module) if isinstance(module, GhostConv2d) else _activation_key(module)
+
+
+def _through_identities(node: torch.fx.Node, model: nn.Module) -> list[torch.fx.Node]:
+    """``node`` and, while the current node is an ``nn.Identity`` call, the node it passes on."""
+    chain = [node]
+    while (
+        node.op == "call_module"
+        and type(model.get_submodule(node.target)) is nn.Identity
+        and len(node.args) == 1
+        and not node.kwargs
+        and isinstance(node.args[0], torch.fx.Node)
+    ):
+        node = node.args[0]
+        chain.append(node)
+    return chain
+
+
+def _modifies_argument(node: torch.fx.Node, model: nn.Module) -> bool:
+    """Whether the operation of ``node`` may write to one of its arguments."""
+    if node.op == "call_module":
+        return getattr(model.get_submodule(node.target), "inplace", False) is True
+    if node.op not in ("call_function", "call_method"):
+        return False
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.kwargs.get("inplace") is True or (name.endswith("_") and not name.endswith("__"))
+
+
+def _is_redundant_activation(node: torch.fx.Node, model: nn.Module) -> bool:
+    """Whether ``node`` calls an idempotent activation on values it provably leaves unchanged (see
+    :func:`strip_redundant_activations`)."""
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], torch.fx.Node):
+        return False
+    key = _activation_key(model.get_submodule(node.target))
+    chain = _through_identities(node.args[0], model)
+    if key is None or _output_key(chain[-1], model) != key:
+        return False
+    readers = (user for aliased in (node, *chain) for user in aliased.users if user is not node)
+    return not any(_modifies_argument(user, model) for user in readers)
