@@ -1,15 +1,35 @@
-"""Wall-clock timing of model inference, for measured (not theoretical) speed-ups."""
+"""Wall-clock timing of model inference, for measured (not theoretical) speed-ups.
+
+:func:`time_interleaved` is how every comparison is timed: the calls being compared (a baseline and its Ghost
+version, in one runtime) alternate call by call after their warmup, so that machine noise (other processes,
+frequency changes) hits them alike. :func:`latency_stats` turns the times into a median and p10-p90.
+:class:`ModelPair` names what is compared: a baseline and its Ghost version, built by :meth:`ModelPair.build`.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["ghost_time_breakdown", "inference_latency", "time_calls"]
+from ghost.models import create_model, default_input_size
+
+__all__ = [
+    "TIMM_PREFIX",
+    "ModelPair",
+    "create_benchmark_model",
+    "inference_latency",
+    "latency_stats",
+    "time_calls",
+    "time_interleaved",
+]
+
+TIMM_PREFIX = "timm/"
+"""``timm/<name>`` names a model of the optional ``timm`` package (built with ``pretrained=False``)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -17,20 +37,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 10) -> list[float]:
-    """Seconds taken by each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (CUDA synchronised)."""
+def _check_counts(warmup: int, repeats: int) -> None:
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 10) -> list[float]:
+    """Seconds taken by each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (CUDA synchronised)."""
+    return time_interleaved({"fn": fn}, device, warmup, repeats)["fn"]
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], object]],
+    device: torch.device | str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+) -> dict[str, list[float]]:
+    """Seconds taken by ``repeats`` calls of each of ``calls``, the calls alternating one by one.
+
+    Each callable first gets ``warmup`` untimed calls; then round ``i`` times one call of each, in the given
+    order on even rounds and in reverse order on odd ones (ABBA), so that slow drifts and bursts of noise
+    fall on all of them alike. CUDA is synchronised around every timed call.
+
+    Returns:
+        ``{key: [seconds per call, in call order]}`` with ``repeats`` entries per key.
+    """
+    _check_counts(warmup, repeats)
+    if not calls:
+        raise ValueError("time_interleaved needs at least one callable")
+    device = torch.device(device)
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    order = list(calls)
+    for i in range(repeats):
+        for key in order if i % 2 == 0 else reversed(order):
+            fn = calls[key]
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - start)
     return times
+
+
+def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile, in milliseconds, of per-call times given in seconds."""
+    if not seconds:
+        raise ValueError("latency_stats needs at least one time")
+    times = sorted(1000 * t for t in seconds)
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
+    return {"median_ms": statistics.median(times), "p10_ms": deciles[0], "p90_ms": deciles[-1]}
 
 
 def inference_latency(
@@ -45,83 +103,101 @@ def inference_latency(
 ) -> dict[str, float]:
     """Median, 10th and 90th percentile latency (milliseconds per batch) of ``model`` in eval mode.
 
-    The model is moved to ``device`` and run under ``torch.inference_mode`` on a random batch.
+    The model is moved to ``device`` and run under ``torch.inference_mode`` on a random batch. For other
+    runtimes (ONNX Runtime, OpenVINO, ``torch.compile``) see :func:`ghost.runtimes.build_runner`.
     """
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).eval()
     x = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
     with torch.inference_mode():
-        times = sorted(1000 * t for t in time_calls(lambda: model(x), device, warmup, repeats))
-    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
-    return {"median_ms": statistics.median(times), "p10_ms": deciles[0], "p90_ms": deciles[-1]}
+        return latency_stats(time_calls(lambda: model(x), device, warmup, repeats))
 
 
-def ghost_time_breakdown(
-    model: nn.Module,
-    input_size: tuple[int, int, int],
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    *,
-    warmup: int = 2,
-    repeats: int = 5,
-) -> dict[str, float]:
-    """Where a Ghost model's forward time goes: median milliseconds per forward pass spent in the primary
-    branches, in the cheap branches, in the Ghost modules' concatenation and slicing, and elsewhere.
-
-    Every Ghost module and branch is timed with hooks (synchronising CUDA around each), which adds overhead:
-    use the parts to see proportions, and :func:`inference_latency` for the latency itself.
-    """
-    from ghost.layers import GhostConv2d
-
-    device = torch.device(device)
-    model = model.to(device).eval()
-    ghosts = [m for m in model.modules() if isinstance(m, GhostConv2d)]
-    if not ghosts:
-        raise ValueError("the model has no GhostConv2d: convert it with ghost.ghostify first")
-    parts = {"ghost": 0.0, "primary": 0.0, "cheap": 0.0}
-    starts: dict[int, float] = {}
-
-    def pre(module, _inputs):
-        _sync(device)
-        starts[id(module)] = time.perf_counter()
-
-    def post(key: str):
-        def hook(module, _inputs, _output):
-            _sync(device)
-            parts[key] += time.perf_counter() - starts.pop(id(module))
-
-        return hook
-
-    handles = []
-    for ghost in ghosts:
-        branches = [("ghost", ghost), ("primary", ghost.primary_conv)]
-        if ghost.cheap_operation is not None:
-            branches.append(("cheap", ghost.cheap_operation))
-        for key, module in branches:
-            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post(key))]
-    x = torch.randn(batch_size, *input_size, device=device)
-    samples: list[dict[str, float]] = []
+def _timm():
     try:
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                for key in parts:
-                    parts[key] = 0.0
-                (total,) = time_calls(lambda: model(x), device, warmup=0, repeats=1)
-                if i >= warmup:
-                    samples.append({**parts, "total": total})
-    finally:
-        for handle in handles:
-            handle.remove()
+        import timm
+    except ImportError:
+        return None
+    return timm
 
-    def median_ms(key: str) -> float:
-        return 1000 * statistics.median(s[key] for s in samples)
 
-    ghost_ms, primary_ms, cheap_ms, total_ms = (median_ms(k) for k in ("ghost", "primary", "cheap", "total"))
-    return {
-        "total_ms": total_ms,
-        "primary_ms": primary_ms,
-        "cheap_ms": cheap_ms,
-        "concat_slice_ms": ghost_ms - primary_ms - cheap_ms,
-        "rest_ms": total_ms - ghost_ms,
-    }
+def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn.Module:
+    """A randomly initialised model by name, in eval mode: a :func:`ghost.models.create_model` name (a
+    ``ghost_<name>`` is built with ``ratio`` and ``dw_size``), or ``timm/<name>`` for a timm model.
+
+    Raises:
+        ValueError: unknown name, or ``timm/...`` without timm installed.
+    """
+    if name.startswith(TIMM_PREFIX):
+        timm = _timm()
+        if timm is None:
+            raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
+        short = name[len(TIMM_PREFIX):]
+        if not timm.is_model(short):
+            raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
+        return timm.create_model(short, pretrained=False).eval()
+    if name.startswith("ghost_"):
+        return create_model(name, ratio=ratio, dw_size=dw_size).eval()
+    return create_model(name).eval()
+
+
+def _input_size(name: str) -> tuple[int, int, int]:
+    if name.startswith(TIMM_PREFIX):
+        timm = _timm()
+        if timm is None:
+            raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
+        short = name[len(TIMM_PREFIX):]
+        if not timm.is_model(short):
+            raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
+        size = timm.get_pretrained_cfg_value(short, "input_size")
+        return tuple(size) if size else (3, 224, 224)
+    return default_input_size(name)
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A baseline and the Ghost model compared with it, at one input size.
+
+    Attributes:
+        label: how the comparison is named in tables (the baseline's name for a ghostified pair).
+        baseline, ghost: model names for :func:`create_benchmark_model`.
+        ratio, dw_size: ``s`` and ``d`` of a ghostified pair; ``None`` for a separately designed Ghost model
+            (e.g. GhostNet against MobileNetV3).
+        input_size: ``(C, H, W)``.
+    """
+
+    label: str
+    baseline: str
+    ghost: str
+    ratio: int | None
+    dw_size: int | None
+    input_size: tuple[int, int, int]
+
+    @classmethod
+    def parse(cls, entry: str, *, ratio: int = 2, dw_size: int = 3) -> ModelPair:
+        """Parse ``NAME`` (``NAME`` against ``ghost_NAME`` built with ``ratio`` and ``dw_size``) or
+        ``BASELINE:GHOST`` (two separate models, e.g. ``mobilenet_v3_large:ghostnet`` or
+        ``mobilenet_v3_large:timm/ghostnet_100``), checking that the names exist.
+
+        Raises:
+            ValueError: unknown name, ``timm/...`` without timm, or models of different input sizes.
+        """
+        entry = entry.strip()
+        if entry.count(":") > 1 or not all(entry.split(":")):
+            raise ValueError(f"expected NAME or BASELINE:GHOST, got {entry!r}")
+        if ":" in entry:
+            baseline, ghost = entry.split(":")
+            sizes = {_input_size(baseline), _input_size(ghost)}
+            if len(sizes) > 1:
+                raise ValueError(f"{baseline} and {ghost} take different input sizes {sorted(sizes)}")
+            return cls(f"{ghost} vs {baseline}", baseline, ghost, None, None, sizes.pop())
+        if entry.startswith(TIMM_PREFIX):
+            raise ValueError(f"{entry}: timm models have no ghost_ variant here; compare them as BASELINE:GHOST")
+        return cls(entry, entry, f"ghost_{entry}", ratio, dw_size, _input_size(entry))
+
+    def build(self) -> dict[str, nn.Module]:
+        """``{"baseline": model, "ghost": model}``, randomly initialised, in eval mode."""
+        options = {"ratio": self.ratio or 2, "dw_size": self.dw_size or 3}
+        return {"baseline": create_benchmark_model(self.baseline, **options),
+                "ghost": create_benchmark_model(self.ghost, **options)}
