@@ -1,6 +1,7 @@
 """ghost: Ghost modules (Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020),
 model surgery that converts any CNN, the paper's networks, and complexity counting."""
 
+from ghost.deploy import fold_batchnorm, prepare_for_inference, strip_redundant_activations
 from ghost.layers import GhostBottleneck, GhostConv2d, GhostModule, SqueezeExcite, hard_sigmoid, make_divisible
 from ghost.surgery import GhostReport, LayerRecord, ghostify
 
@@ -11,8 +12,11 @@ __all__ = [
     "GhostReport",
     "LayerRecord",
     "SqueezeExcite",
+    "fold_batchnorm",
     "ghostify",
     "hard_sigmoid",
     "make_divisible",
+    "prepare_for_inference",
+    "strip_redundant_activations",
 ]
 __version__ = "0.1.0"
