@@ -200,6 +200,7 @@ def test_torch_export_matches_eager(ghost_model: nn.Module) -> None:
         torch.testing.assert_close(program.module()(x), ghost_model(x))
 
 
+@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
 def test_onnx_export_matches_eager(ghost_model: nn.Module, tmp_path) -> None:
     # dynamo=True: the default and maintained exporter (the TorchScript one is deprecated since torch 2.9)
     x = torch.randn(2, 3, 64, 64)
