@@ -122,6 +122,17 @@ def _timm():
     return timm
 
 
+def _timm_name(name: str):
+    """timm and the model name of ``timm/<name>``, or a ValueError if timm is missing or does not know it."""
+    timm = _timm()
+    if timm is None:
+        raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
+    short = name[len(TIMM_PREFIX):]
+    if not timm.is_model(short):
+        raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
+    return timm, short
+
+
 def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn.Module:
     """A randomly initialised model by name, in eval mode: a :func:`ghost.models.create_model` name (a
     ``ghost_<name>`` is built with ``ratio`` and ``dw_size``), or ``timm/<name>`` for a timm model.
@@ -130,12 +141,7 @@ def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn
         ValueError: unknown name, or ``timm/...`` without timm installed.
     """
     if name.startswith(TIMM_PREFIX):
-        timm = _timm()
-        if timm is None:
-            raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
-        short = name[len(TIMM_PREFIX):]
-        if not timm.is_model(short):
-            raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
+        timm, short = _timm_name(name)
         return timm.create_model(short, pretrained=False).eval()
     if name.startswith("ghost_"):
         return create_model(name, ratio=ratio, dw_size=dw_size).eval()
@@ -144,12 +150,7 @@ def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn
 
 def _input_size(name: str) -> tuple[int, int, int]:
     if name.startswith(TIMM_PREFIX):
-        timm = _timm()
-        if timm is None:
-            raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
-        short = name[len(TIMM_PREFIX):]
-        if not timm.is_model(short):
-            raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
+        timm, short = _timm_name(name)
         size = timm.get_pretrained_cfg_value(short, "input_size")
         return tuple(size) if size else (3, 224, 224)
     return default_input_size(name)

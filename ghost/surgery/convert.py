@@ -384,20 +384,21 @@ def _verified(model: nn.Module, swaps: list[Swap], records: dict[str, LayerRecor
     if any(t.is_meta for t in tensors_in(expected)):
         report.verification = "structure only: meta tensors carry no values to compare"
         return swaps
+    def keep(dropped: list[Swap], reason: str) -> list[Swap]:
+        for swap in dropped:
+            records[swap.name].reason = reason
+        return [s for s in swaps if s not in dropped]
+
     result = run_twin(model, swaps, args, kwargs, expected)
     idle = [] if result.error else [s for s in swaps if s.name not in result.ran]
     if idle:
-        for swap in idle:
-            records[swap.name].reason = ("its Ghost module never ran: the model calls this conv through a "
-                                         "reference ghostify cannot replace (e.g. a plain Python list)")
-        swaps = [s for s in swaps if s not in idle]
+        swaps = keep(idle, "its Ghost module never ran: the model calls this conv through a reference ghostify "
+                           "cannot replace (e.g. a plain Python list)")
         result = run_twin(model, swaps, args, kwargs, expected)
     if not result.matches:
-        offenders = find_offenders(model, swaps, args, kwargs, expected)
-        for swap in offenders:
-            records[swap.name].reason = ("replacing it changed the model's outputs in the ratio-1 check "
-                                         "(something the trace could not see reads its output or weights)")
-        swaps = [s for s in swaps if s not in offenders]
+        swaps = keep(find_offenders(model, swaps, args, kwargs, expected),
+                     "replacing it changed the model's outputs in the ratio-1 check (something the trace could "
+                     "not see reads its output or weights)")
         result = run_twin(model, swaps, args, kwargs, expected)
     if not result.matches:
         raise ValueError(f"the converted model does not reproduce the host at ratio 1 even with the offending "
