@@ -188,6 +188,10 @@ def test_example_inputs_with_positional_and_keyword_arguments() -> None:
     assert converted.ghost_report.inputs == "2x3x16x16, 2x16" and converted.ghost_report.verified
     assert _record(converted, "conv").absorbed == ("bn", "relu") and not _record(converted, "stem").replaced
     assert converted(*args, **kwargs).shape == (2, 16)
+    with torch.inference_mode():
+        frozen = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="made under torch.inference_mode\\(\\) carry no version counter"):
+        ghostify(model, example_inputs=frozen)
 
 
 def test_new_modules_keep_the_hosts_dtype_and_device() -> None:

@@ -194,6 +194,9 @@ def _example(
         raise ValueError(f"example_inputs must be a tensor or a tuple of positional arguments, got "
                          f"{type(example_inputs).__name__}")
     kwargs = dict(example_kwargs or {})
+    if any(t.is_inference() for t in tensors_in((args, kwargs))):
+        raise ValueError("example inputs made under torch.inference_mode() carry no version counter, which the "
+                         "trace needs: create them outside inference_mode, or pass t.clone() made outside it")
     shapes = [f"{'x'.join(map(str, t.shape))}" for t in tensors_in((args, kwargs))]
     return args, kwargs, ", ".join(shapes) or "no tensors"
 
