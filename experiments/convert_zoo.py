@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from ghost import ghostify
+from ghost.benchmark import TIMM_PREFIX, create_benchmark_model, model_input_size
 from ghost.io import write_text_atomic
 from ghost.layers import check_dw_size, check_ratio
-from ghost.models import create_model, default_input_size, list_models
+from ghost.models import list_models
 from ghost.provenance import provenance
 
-TIMM_PREFIX = "timm/"
 TIMM_MODELS = (
     "resnet50d", "seresnext26d_32x4d", "res2net50_26w_4s", "dla34", "dpn68b", "hrnet_w18_small", "mixnet_s",
     "tf_efficientnet_b0", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv4_conv_small", "fbnetc_100",
@@ -39,14 +39,6 @@ TIMM_MODELS = (
     "convnext_atto", "edgenext_xx_small", "efficientvit_b0", "fastvit_t8", "mobilevit_xxs", "xception41",
 )
 SMALL_INPUT = (3, 64, 64)
-
-
-def _build(entry: str) -> tuple[nn.Module, tuple[int, int, int]]:
-    if entry.startswith(TIMM_PREFIX):
-        import timm
-
-        return timm.create_model(entry[len(TIMM_PREFIX):], pretrained=False), (3, 224, 224)
-    return create_model(entry), default_input_size(entry)
 
 
 def _randomise_bn(model: nn.Module, generator: torch.Generator) -> None:
@@ -65,7 +57,7 @@ def _reason_kind(reason: str) -> str:
 
 def convert(entry: str, ratio: int, dw_size: int, generator: torch.Generator) -> dict:
     """One row: ghostify ``entry`` at a small input if it runs there, else at its own input size."""
-    model, size = _build(entry)
+    model, size = create_benchmark_model(entry), model_input_size(entry)
     _randomise_bn(model, generator)
     start = time.perf_counter()
     row: dict = {"model": entry}

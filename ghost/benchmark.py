@@ -24,6 +24,7 @@ __all__ = [
     "create_benchmark_model",
     "inference_latency",
     "latency_stats",
+    "model_input_size",
     "time_calls",
     "time_interleaved",
 ]
@@ -148,7 +149,9 @@ def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn
     return create_model(name).eval()
 
 
-def _input_size(name: str) -> tuple[int, int, int]:
+def model_input_size(name: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` a :func:`create_benchmark_model` name is meant for (timm's pretrained config for
+    ``timm/<name>``, else :func:`ghost.models.default_input_size`)."""
     if name.startswith(TIMM_PREFIX):
         timm, short = _timm_name(name)
         size = timm.get_pretrained_cfg_value(short, "input_size")
@@ -189,13 +192,13 @@ class ModelPair:
             raise ValueError(f"expected NAME or BASELINE:GHOST, got {entry!r}")
         if ":" in entry:
             baseline, ghost = entry.split(":")
-            sizes = {_input_size(baseline), _input_size(ghost)}
+            sizes = {model_input_size(baseline), model_input_size(ghost)}
             if len(sizes) > 1:
                 raise ValueError(f"{baseline} and {ghost} take different input sizes {sorted(sizes)}")
             return cls(f"{ghost} vs {baseline}", baseline, ghost, None, None, sizes.pop())
         if entry.startswith(TIMM_PREFIX):
             raise ValueError(f"{entry}: timm models have no ghost_ variant here; compare them as BASELINE:GHOST")
-        return cls(entry, entry, f"ghost_{entry}", ratio, dw_size, _input_size(entry))
+        return cls(entry, entry, f"ghost_{entry}", ratio, dw_size, model_input_size(entry))
 
     def build(self) -> dict[str, nn.Module]:
         """``{"baseline": model, "ghost": model}``, randomly initialised, in eval mode."""

@@ -249,12 +249,12 @@ def _record(name: str, conv: nn.Conv2d, flow: Flow) -> LayerRecord:
 
 
 def ghost_macs(conv: nn.Conv2d, ratio: int, dw_size: int, output_shape: Sequence[int]) -> int:
-    """MACs of the Ghost module that would replace ``conv``, for one call producing ``output_shape``."""
+    """MACs of the Ghost module that would replace ``conv``, for one call producing ``output_shape``: the
+    conv's own count (:func:`ghost.complexity.conv2d_macs`, linear in its output channels) scaled to the
+    ``init_channels`` intrinsic maps, plus a ``d x d`` depthwise conv making ``(s - 1) * init_channels`` maps."""
     init_channels = math.ceil(conv.out_channels / ratio)
-    out_h, out_w = output_shape[-2], output_shape[-1]
-    kernel_h, kernel_w = conv.kernel_size
-    primary = out_h * out_w * init_channels * (conv.in_channels // conv.groups) * kernel_h * kernel_w
-    cheap = out_h * out_w * init_channels * (ratio - 1) * dw_size * dw_size
+    primary = conv2d_macs(conv, output_shape) // conv.out_channels * init_channels
+    cheap = output_shape[-2] * output_shape[-1] * init_channels * (ratio - 1) * dw_size * dw_size
     return primary + cheap
 
 
