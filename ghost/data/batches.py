@@ -29,6 +29,25 @@ def class_balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(torch.cat(picked)).values
 
 
+class Normalize:
+    """uint8 ``[N, 3, H, W]`` batches to float, normalized per channel on ``device`` (optionally in
+    ``torch.channels_last`` memory format)."""
+
+    def __init__(
+        self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, channels_last: bool = False
+    ) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = -mean_t / std_t
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float() * self._scale + self._shift
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
 class DeviceData:
     """One dataset split held on ``device`` that yields normalized (and, for training, augmented) batches.
 
@@ -38,7 +57,6 @@ class DeviceData:
         mean, std: per-channel normalization on the 0..1 scale.
         device: where the data lives and batches are built.
         pad: zero padding of the random crop (pad-``pad`` random crop + horizontal flip when augmenting).
-        channels_last: return batches in ``torch.channels_last`` memory format.
     """
 
     def __init__(
@@ -49,34 +67,29 @@ class DeviceData:
         std: tuple[float, ...],
         device: torch.device | str = "cpu",
         pad: int = 4,
-        channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.pad = pad
-        self.channels_last = channels_last
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -mean_t / std_t
+        self.normalize = Normalize(mean, std, self.device)
         self._padded: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() * self._scale + self._shift
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Training batches per epoch (the last incomplete batch is dropped)."""
         return len(self) // batch_size
 
     def train_batches(
-        self, batch_size: int, generator: torch.Generator
+        self, batch_size: int, generator: torch.Generator, parts: tuple[slice, ...] = (slice(None),)
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled, augmented full batches; all randomness comes from ``generator``."""
+        """One epoch of shuffled, augmented batches of ``batch_size``; all randomness comes from ``generator``.
+
+        Each batch is yielded as its ``parts`` (slices of the batch, e.g. this process's micro-batches), so
+        every process draws the same epoch and takes its own share of it.
+        """
         n, (_, _, h, w) = len(self), self.images.shape
         order = torch.randperm(n, generator=generator)
         offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
@@ -88,18 +101,21 @@ class DeviceData:
         cols = torch.arange(w, device=self.device)
         channels = torch.arange(self.images.shape[1], device=self.device).view(1, -1, 1, 1)
         for step in range(self.steps_per_epoch(batch_size)):
-            batch = slice(step * batch_size, (step + 1) * batch_size)
-            idx = order[batch]
-            r = (offsets[batch, 0:1] + rows).view(-1, 1, h, 1)
-            c = (offsets[batch, 1:2] + cols).view(-1, 1, 1, w)
-            x = self._padded[idx.view(-1, 1, 1, 1), channels, r, c]
-            x = torch.where(flips[batch].view(-1, 1, 1, 1), x.flip(3), x)
-            yield self._finish(x), self.labels[idx]
+            start = step * batch_size
+            for part in parts:
+                batch = range(start, start + batch_size)[part]
+                batch = slice(batch.start, batch.stop)
+                idx = order[batch]
+                r = (offsets[batch, 0:1] + rows).view(-1, 1, h, 1)
+                c = (offsets[batch, 1:2] + cols).view(-1, 1, 1, w)
+                x = self._padded[idx.view(-1, 1, 1, 1), channels, r, c]
+                x = torch.where(flips[batch].view(-1, 1, 1, 1), x.flip(3), x)
+                yield self.normalize(x), self.labels[idx]
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """All images in order, normalized, without augmentation (the last batch may be smaller)."""
-        for start in range(0, len(self), batch_size):
-            yield (
-                self._finish(self.images[start : start + batch_size]),
-                self.labels[start : start + batch_size],
-            )
+    def eval_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share (every ``world_size``-th image from ``rank``), normalized, not augmented."""
+        images, labels = self.images[rank::world_size], self.labels[rank::world_size]
+        for start in range(0, len(labels), batch_size):
+            yield self.normalize(images[start : start + batch_size]), labels[start : start + batch_size]

@@ -90,3 +90,21 @@ def ghostnet(width: float = 1.0, num_classes: int = 1000, dropout: float = 0.2) 
     """GhostNet (Han et al. 2020). Widths 0.5 / 1.0 / 1.3 give 2,587,292 / 5,182,508 / 7,358,820 params
     and 42.3 / 141.2 / 227.0 M MACs at 224x224 for 1000 classes."""
     return GhostNet(GHOSTNET_CFG, num_classes=num_classes, width=width, dropout=dropout)
+
+
+@register_model()
+def ghostnet_050(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
+    """GhostNet 0.5x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=0.5``."""
+    return ghostnet(0.5, num_classes=num_classes, dropout=dropout)
+
+
+@register_model()
+def ghostnet_100(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
+    """GhostNet 1.0x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=1.0``."""
+    return ghostnet(1.0, num_classes=num_classes, dropout=dropout)
+
+
+@register_model()
+def ghostnet_130(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
+    """GhostNet 1.3x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=1.3``."""
+    return ghostnet(1.3, num_classes=num_classes, dropout=dropout)

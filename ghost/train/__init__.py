@@ -1,18 +1,46 @@
-"""CIFAR-10 training: recipes, the training engine with atomic checkpoints and exact resume, and runs."""
+"""Training: recipes, the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, runs."""
 
-from ghost.train.engine import Engine, TrainConfig, build_model, derive_seed, resolve_device, train
-from ghost.train.recipes import Recipe, list_recipes, load_recipe
+from ghost.train.distributed import Distributed, distributed_session
+from ghost.train.engine import (
+    Engine,
+    EpochStats,
+    EvalStats,
+    Parallelism,
+    TrainConfig,
+    build_model,
+    derive_seed,
+    enable_fast_cuda_math,
+    evaluate,
+    resolve_device,
+    train,
+    train_one_epoch,
+)
+from ghost.train.recipes import Dataset, Recipe, Scale, Schedule, list_recipes, load_recipe
 from ghost.train.runs import DEFAULT_RUNS_DIR, find_runs, load_final, load_trained, run_dir, runs_frame
+from ghost.train.sources import BatchPlan, TrainingData, load_data
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
+    "BatchPlan",
+    "Dataset",
+    "Distributed",
     "Engine",
+    "EpochStats",
+    "EvalStats",
+    "Parallelism",
     "Recipe",
+    "Scale",
+    "Schedule",
     "TrainConfig",
+    "TrainingData",
     "build_model",
     "derive_seed",
+    "distributed_session",
+    "enable_fast_cuda_math",
+    "evaluate",
     "find_runs",
     "list_recipes",
+    "load_data",
     "load_final",
     "load_recipe",
     "load_trained",
@@ -20,4 +48,5 @@ __all__ = [
     "run_dir",
     "runs_frame",
     "train",
+    "train_one_epoch",
 ]

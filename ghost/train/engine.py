@@ -1,26 +1,27 @@
-"""The CIFAR-10 training engine: one run = one model, one recipe, one seed, one output folder.
+"""The training engine, in the shape of torchvision's classification reference: :func:`train_one_epoch`,
+:func:`evaluate` and a run driver, :func:`train` (one run = one model, one recipe, one seed, one run folder).
 
-A run folder holds ``checkpoint.pt`` (written atomically after every epoch while the run is going),
-``metrics.csv`` (one row per epoch) and, once finished, ``model.pt`` (final weights) and ``final.json``
-(the result with its full provenance; its presence marks the run as finished).
+The data source is a parameter (CIFAR-10 held on the device, or an ImageFolder copy streamed by a
+DataLoader, see :mod:`ghost.train.sources`); distribution is handled by :mod:`ghost.train.distributed`
+(one process, or ``torchrun`` with DistributedDataParallel); the run folder, its lock and checkpoints by
+:mod:`ghost.train.store`.
 
-Exact resume: everything random in an epoch (data order, crop offsets, flips, dropout) is drawn from
-generators seeded by ``(seed, epoch)``, and the checkpoint holds the model, the optimizer and the
-metrics so far, so a run killed at any moment and started again ends with the same weights and metrics as
-an uninterrupted one (bit for bit on the CPU; on CUDA, cuDNN autotuning makes runs seeded but not bitwise
-reproducible).
+Exact resume: everything random in an epoch (data order, augmentation, dropout) is drawn from generators
+seeded by ``(seed, epoch)``, and the checkpoint holds the model, the optimizer and the metrics so far, so a
+run killed at any moment and started again ends with the same weights and metrics as an uninterrupted one
+(bit for bit on the CPU; on CUDA, cuDNN autotuning makes runs seeded but not bitwise reproducible).
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import hashlib
-import io
 import json
+import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,33 +29,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ghost.complexity import count_macs, count_params
-from ghost.data import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DeviceData,
-    class_balanced_subset,
-    data_fingerprint,
-    data_label,
-    describe_cifar10,
-    load_cifar10,
-)
-from ghost.io import save_torch_atomic, write_json_atomic, write_text_atomic
 from ghost.models import GHOST_PREFIX, create_model
 from ghost.provenance import command_line, git_commit, hardware
+from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
 from ghost.train.recipes import Recipe
+from ghost.train.sources import BatchPlan, BatchSource, TrainingData, load_data
+from ghost.train.store import RunFolder
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.csv"
-MODEL = "model.pt"
-FINAL = "final.json"
-_CHECKPOINT_VERSION = 1
-_METRIC_COLUMNS = (
-    "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s",
-)  # fmt: skip
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +60,8 @@ class TrainConfig:
             object.__setattr__(self, "dw_size", 3 if self.dw_size is None else self.dw_size)
         elif self.ratio is not None or self.dw_size is not None:
             raise ValueError(
-                f"ratio/dw_size (--ratio/--dw-size) apply only to Ghost models ('{GHOST_PREFIX}...'), "
-                f"not to {self.model!r}; drop them or use '{GHOST_PREFIX}{self.model}'"
+                f"ratio and dw_size apply only to Ghost models ('{GHOST_PREFIX}...'), not to {self.model!r}; "
+                f"drop them or use '{GHOST_PREFIX}{self.model}'"
             )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
@@ -92,10 +78,21 @@ class TrainConfig:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Parallelism:
+    """How a run's global batch is computed: ``accumulate`` micro-batches per process and optimizer step,
+    ``workers`` DataLoader processes (ImageFolder data), ``sync_bn``: BatchNorm statistics over all
+    processes (``torch.nn.SyncBatchNorm``, CUDA only)."""
+
+    accumulate: int = 1
+    workers: int = 0
+    sync_bn: bool = False
+
+
 def build_model(
     model: str, ratio: int | None = None, dw_size: int | None = None, num_classes: int = 10
 ) -> nn.Module:
-    """A freshly initialised CIFAR model; ``ratio``/``dw_size`` (Ghost models only) default to 2 and 3."""
+    """A freshly initialised model; ``ratio``/``dw_size`` (Ghost models only) default to 2 and 3."""
     if not model.startswith(GHOST_PREFIX):
         return create_model(model, num_classes=num_classes)
     ratio, dw_size = 2 if ratio is None else ratio, 3 if dw_size is None else dw_size
@@ -108,92 +105,74 @@ def derive_seed(*parts: Any) -> int:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else the CPU; raises for an unavailable CUDA device."""
+    """``None``/``"auto"``: CUDA when available, else the CPU; raises for an unknown or unavailable device."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {str(device)!r}; use auto, cpu or cuda") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"training runs on cpu or cuda, not {device.type!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu")
+        raise ValueError("a CUDA device was requested but none is available; train on the CPU")
     return device
 
 
+def enable_fast_cuda_math() -> None:
+    """Let cuDNN autotune convolutions and use TF32 matmuls (process-wide; call it once, from a CLI)."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+@dataclasses.dataclass
 class Engine:
-    """Model, optimizer and loss of a recipe on one device: runs training steps and evaluation.
+    """A model, its optimizer and loss on one device. ``model`` is the bare model (what checkpoints hold);
+    ``forward`` runs the batches (wrapped in DDP and/or compiled); ``ddp`` is the DDP wrapper, if any."""
 
-    On CUDA the recipe's ``bf16`` (autocast), ``channels_last`` and ``compile`` options apply; on the CPU
-    training is fp32 and eager.
-    """
+    model: nn.Module
+    forward: nn.Module
+    ddp: DistributedDataParallel | None
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    compiled: bool
 
-    def __init__(self, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int) -> None:
+    @classmethod
+    def create(
+        cls, model: nn.Module, recipe: Recipe, device: torch.device, dist: Distributed = SINGLE_PROCESS,
+        sync_bn: bool = False,
+    ) -> Engine:
+        """Move ``model`` to ``device`` and set it up for ``recipe``: on CUDA the recipe's ``bf16``
+        (autocast), ``channels_last`` and ``compile`` apply; on the CPU training is fp32 and eager."""
         cuda = device.type == "cuda"
-        self.recipe = recipe
-        self.device = device
-        self.steps_per_epoch = steps_per_epoch
-        self.bf16 = cuda and recipe.bf16
-        self.channels_last = cuda and recipe.channels_last
-        self.compiled = cuda and recipe.compile
-        if cuda:
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        self.model = model.to(device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if self.compiled else self.model
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay,
-            **({"fused": True} if cuda else {}),
+        if sync_bn and not cuda:
+            raise ValueError("SyncBatchNorm needs CUDA devices; train without it on the CPU")
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(device)
+        channels_last = cuda and recipe.channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        wrapped = dist.wrap(model, device)
+        ddp = wrapped if isinstance(wrapped, DistributedDataParallel) else None
+        compiled = cuda and recipe.compile
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {}),
         )
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        return cls(
+            model=model, forward=torch.compile(wrapped) if compiled else wrapped, ddp=ddp, optimizer=optimizer,
+            criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), device=device,
+            bf16=cuda and recipe.bf16, channels_last=channels_last, compiled=compiled,
+        )
 
-    def _autocast(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when enabled, else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def train_steps(
-        self,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-        first_step: int,
-        stop_step: int,
-        bar: tqdm | None = None,
-    ) -> tuple[float, float]:
-        """Optimizer steps ``first_step .. stop_step - 1`` on ``batches``; returns (mean loss, accuracy %)."""
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = 0
-        for step, (x, y) in zip(range(first_step, stop_step), batches, strict=False):
-            lr = self.recipe.lr_at(step, self.steps_per_epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with self._autocast():
-                out = self.forward(x)
-                loss = self.criterion(out, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-            if bar is not None:
-                bar.update(1)
-        return loss_sum.item() / max(1, seen), 100.0 * correct.item() / max(1, seen)
-
-    @torch.no_grad()
-    def evaluate(self, data: DeviceData) -> tuple[float, float]:
-        """Mean cross-entropy (no smoothing) and top-1 accuracy (%) on all of ``data``."""
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for x, y in data.eval_batches(self.recipe.eval_batch_size):
-            with self._autocast():
-                out = self.forward(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
-        return loss_sum.item() / len(data), 100.0 * correct.item() / len(data)
 
     def state_dict(self) -> dict[str, Any]:
         """Model and optimizer state (what a checkpoint needs besides the run's progress)."""
@@ -205,59 +184,202 @@ class Engine:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _json_ready(data: Any) -> Any:
-    return json.loads(json.dumps(data))
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+    """Mean training loss and top-1 accuracy (%) over the images of an epoch (all processes)."""
+
+    loss: float
+    top1: float
 
 
-def _differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> str:
-    """The keys (nested dicts as ``a.b``) whose values differ, as ``key: <found> there, <expected> now``."""
-    parts = []
-    for key in sorted(set(expected) | set(found)):
-        new, old = expected.get(key), found.get(key)
-        if isinstance(new, dict) and isinstance(old, dict):
-            parts.append(_differences(new, old, f"{prefix}{key}."))
-        elif new != old:
-            parts.append(f"{prefix}{key}: {old!r} there, {new!r} now")
-    return ", ".join(p for p in parts if p)
+@dataclasses.dataclass(frozen=True)
+class EvalStats:
+    """Mean cross-entropy (no smoothing), top-1 and top-5 accuracy (%) over ``images`` test images."""
+
+    loss: float
+    top1: float
+    top5: float
+    images: int
 
 
-def _read_final(path: Path) -> dict[str, Any]:
-    try:
-        final = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"{path} is corrupt ({error}); delete the run folder {path.parent} to redo the run"
-        ) from error
-    if not isinstance(final, dict) or "identity" not in final:
-        raise ValueError(
-            f"{path} is not a final.json of this engine; delete the run folder {path.parent} to redo it"
-        )
-    return final
+def train_one_epoch(
+    engine: Engine,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: range,
+    lr_at: Callable[[int], float],
+    accumulate: int = 1,
+    dist: Distributed = SINGLE_PROCESS,
+    bar: tqdm | None = None,
+) -> EpochStats:
+    """Optimizer steps ``steps`` on ``batches`` (``accumulate`` micro-batches per step; under DDP the
+    gradients are averaged over the processes once per step)."""
+    engine.forward.train()
+    loss_sum = torch.zeros((), device=engine.device)
+    correct = torch.zeros((), device=engine.device)
+    seen = torch.zeros((), device=engine.device)
+    for step in steps:
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        engine.optimizer.zero_grad(set_to_none=True)
+        for micro in range(accumulate):
+            x, y = next(batches)
+            last = micro == accumulate - 1
+            no_sync = engine.ddp.no_sync() if engine.ddp is not None and not last else contextlib.nullcontext()
+            with no_sync:
+                with engine.autocast():
+                    out = engine.forward(x)
+                    loss = engine.criterion(out, y)
+                (loss / accumulate).backward()
+            loss_sum += loss.detach().float() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+        engine.optimizer.step()
+        if bar is not None:
+            bar.update(1)
+    loss_sum, correct, seen = dist.all_reduce_sum(loss_sum, correct, seen)
+    return EpochStats(loss_sum.item() / max(1.0, seen.item()), 100.0 * correct.item() / max(1.0, seen.item()))
 
 
-def _load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        version, found = state["version"], state["identity"]
-    except Exception as error:  # torch.load fails in many ways on a damaged file; all mean "unreadable"
-        raise ValueError(
-            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {str(error)[:120]}); "
-            f"delete it to restart this run from scratch"
-        ) from error
-    if version != _CHECKPOINT_VERSION or found != identity:
-        raise ValueError(
-            f"checkpoint {path} belongs to a different run ({_differences(identity, found)}); "
-            f"use another output folder or delete {path.parent} to start over"
-        )
-    return state
+@torch.no_grad()
+def evaluate(
+    engine: Engine, data: BatchSource, batch_size: int, dist: Distributed = SINGLE_PROCESS
+) -> EvalStats:
+    """Loss and top-1/top-5 accuracy on all of ``data`` (each process evaluates its share)."""
+    engine.forward.eval()
+    loss_sum = torch.zeros((), device=engine.device)
+    top1 = torch.zeros((), device=engine.device)
+    top5 = torch.zeros((), device=engine.device)
+    seen = torch.zeros((), device=engine.device)
+    for x, y in data.eval_batches(batch_size, dist.rank, dist.world_size):
+        with engine.autocast():
+            out = engine.forward(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+        best = out.topk(min(5, out.shape[1]), dim=1).indices
+        top1 += (best[:, 0] == y).sum()
+        top5 += (best == y[:, None]).any(dim=1).sum()
+        seen += len(y)
+    loss_sum, top1, top5, seen = dist.all_reduce_sum(loss_sum, top1, top5, seen)
+    n = seen.item()
+    return EvalStats(loss_sum.item() / n, 100.0 * top1.item() / n, 100.0 * top5.item() / n, int(n))
 
 
-def _metrics_csv(history: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
+# ---------------------------------------------------------------- the run driver
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What a checkpoint carries besides the weights: the epochs so far, wall time, devices used."""
+
+    history: list[dict[str, Any]]
+    wall_time: float
+    devices: list[str]
+
+
+def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
+    identity = {**config.identity(), "data": data.fingerprint, "micro_batch": plan.micro_batch}
+    return json.loads(json.dumps(identity))
+
+
+def _restore(folder: RunFolder, engine: Engine, device: torch.device) -> _Progress:
+    state = folder.load_checkpoint()
+    if state is None:
+        return _Progress([], 0.0, [hardware(device)])
+    engine.load_state_dict(state)
+    log.info("resuming %s from epoch %d", folder.path, len(state["history"]) + 1)
+    return _Progress(state["history"], state["wall_time_s"], sorted(set(state["devices"]) | {hardware(device)}))
+
+
+def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, stats: EpochStats,
+               test: EvalStats | None, seconds: float) -> dict[str, Any]:
+    nan = math.nan
+    return {
+        "epoch": epoch + 1,
+        "step": steps.stop,
+        "lr": recipe.lr_at(steps.stop - 1, steps_per_epoch),
+        "train_loss": round(stats.loss, 6),
+        "train_acc": round(stats.top1, 4),
+        "test_loss": round(test.loss, 6) if test else nan,
+        "test_acc": round(test.top1, 4) if test else nan,
+        "test_top5": round(test.top5, 4) if test else nan,
+        "epoch_time_s": round(seconds, 3),
+        "images_per_s": round(len(steps) * recipe.batch_size / seconds, 1),
+    }
+
+
+def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan,
+                  progress: _Progress, model_size: dict[str, int], command: str | None) -> dict[str, Any]:
+    recipe, last = config.recipe, progress.history[-1]
+    steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
+    return {
+        "test_acc": last["test_acc"],
+        "test_top5": last["test_top5"],
+        "test_loss": last["test_loss"],
+        "train_acc": last["train_acc"],
+        "train_loss": last["train_loss"],
+        **model_size,
+        "scale": str(recipe.scale),
+        "config": {
+            **_identity(config, data, plan),
+            "dataset": str(recipe.dataset),
+            "num_classes": data.num_classes,
+            "input_size": list(data.input_size),
+            "epochs": recipe.num_epochs(steps_per_epoch),
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": recipe.total_steps(steps_per_epoch),
+            "train_images": len(data.train),
+            "test_images": len(data.test),
+            "global_batch": plan.global_batch,
+            "processes": plan.world_size,
+            "accumulate": plan.accumulate,
+            "lr_scaling": f"linear: lr {recipe.lr:g} is for the global batch {recipe.batch_size}, which this "
+                          f"run keeps ({plan.world_size} processes x {plan.accumulate} steps x "
+                          f"{plan.micro_batch} images)",
+            "bf16": engine.bf16,
+            "channels_last": engine.channels_last,
+            "compile": engine.compiled,
+        },
+        "data": {**data.info, "fingerprint": data.fingerprint},
+        "hardware": "; ".join(progress.devices),
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "wall_time_s": round(progress.wall_time, 2),
+        "command": command if command is not None else command_line(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "identity": _identity(config, data, plan),
+    }
+
+
+def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan, folder: RunFolder,
+            progress: _Progress, dist: Distributed, show: bool) -> None:
+    """Train the epochs not done yet, checkpointing after each (rank 0 writes)."""
+    recipe = config.recipe
+    steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
+    total, num_epochs = recipe.total_steps(steps_per_epoch), recipe.num_epochs(steps_per_epoch)
+    label = config.model + (f" s={config.ratio} d={config.dw_size}" if config.ratio is not None else "")
+    bar = tqdm(total=total, initial=min(total, len(progress.history) * steps_per_epoch),
+               desc=f"{label} seed {config.seed}", unit="step", disable=not show, dynamic_ncols=True)
+    for epoch in range(len(progress.history), num_epochs):
+        start = time.perf_counter()
+        torch.manual_seed(derive_seed(config.seed, "model", epoch, dist.rank))
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data", epoch))
+        steps = range(epoch * steps_per_epoch, min(total, (epoch + 1) * steps_per_epoch))
+        bar.set_description(f"{label} seed {config.seed} epoch {epoch + 1}/{num_epochs}")
+        batches = data.train.train_batches(recipe.batch_size, generator, plan.parts())
+        stats = train_one_epoch(engine, iter(batches), steps, lambda s: recipe.lr_at(s, steps_per_epoch),
+                                plan.accumulate, dist, bar)
+        batches.close()
+        train_time = time.perf_counter() - start
+        test = None
+        if (epoch + 1) % recipe.eval_every == 0 or epoch == num_epochs - 1:
+            test = evaluate(engine, data.test, recipe.eval_batch_size, dist)
+        progress.history.append(_epoch_row(recipe, epoch, steps, steps_per_epoch, stats, test, train_time))
+        progress.wall_time += time.perf_counter() - start
+        bar.set_postfix(loss=f"{stats.loss:.3f}", train=f"{stats.top1:.1f}%",
+                        test=f"{test.top1:.1f}%" if test else "-")
+        if dist.is_main:
+            folder.save_checkpoint({"history": progress.history, "wall_time_s": progress.wall_time,
+                                    "devices": progress.devices, **engine.state_dict()}, progress.history)
+    bar.close()
 
 
 def train(
@@ -267,158 +389,75 @@ def train(
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    parallel: Parallelism | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``out_dir`` (resuming its checkpoint if any) and return its ``final.json`` dict.
 
     A finished run (``final.json`` present and of the same configuration) is returned without training.
+    Started by ``torchrun``, the processes share the work (DistributedDataParallel) and rank 0 alone writes.
 
     Args:
         config: model, recipe and seed.
         out_dir: the run folder.
-        data_root: the CIFAR-10 copy (``None``: ``$GHOST_CIFAR10``); cache_dir: where its decoding is cached.
+        data_root: the data copy of the recipe's dataset (``None``: ``$GHOST_CIFAR10`` or ``$GHOST_IMAGENET``);
+            cache_dir: where CIFAR-10's decoding is cached.
         device: ``"cpu"``, ``"cuda"`` or ``None``/``"auto"``.
-        progress: show a tqdm progress bar.
+        parallel: gradient accumulation, DataLoader workers and SyncBatchNorm.
+        progress: show a tqdm progress bar (rank 0).
         command: the command line recorded in the result (default: this process's command line).
 
     Raises:
-        ValueError: missing/malformed data, unknown model, invalid arguments, or an output folder holding a
-            corrupt checkpoint or another configuration's run (the message says how to fix it).
+        ValueError: missing/malformed data, unknown model, invalid arguments, an output folder that cannot be
+            written, is being trained by another process, or holds a corrupt checkpoint or another
+            configuration's run (the message says how to fix it).
     """
-    out_dir = Path(out_dir)
-    recipe = config.recipe
-    identity = _json_ready({**config.identity(), "data": data_fingerprint(data_root)})
-    final_path = out_dir / FINAL
-    if final_path.is_file():
-        final = _read_final(final_path)
-        if final["identity"] != identity:
+    device, parallel = resolve_device(device), parallel or Parallelism()
+    with distributed_session(device) as dist:
+        device = dist.device(device)
+        plan = BatchPlan(config.recipe.batch_size, parallel.accumulate, dist.rank, dist.world_size)
+        data = load_data(config.recipe, data_root, device, cache_dir=cache_dir, workers=parallel.workers)
+        if data.train.steps_per_epoch(plan.global_batch) == 0:
             raise ValueError(
-                f"{out_dir} holds a finished run of a different configuration "
-                f"({_differences(identity, final['identity'])}); use another output folder or delete it"
+                f"{len(data.train)} training images make no full global batch of {plan.global_batch}; use a "
+                "larger training subset or a recipe with a smaller batch_size"
             )
+        folder = RunFolder(out_dir, _identity(config, data, plan))
+        folder.check_writable()
+        final = folder.finished()
+        if final is not None:
+            return final
+        return _run(config, data, folder, plan, dist, device, parallel, progress, command)
+
+
+def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: BatchPlan, dist: Distributed,
+         device: torch.device, parallel: Parallelism, show: bool, command: str | None) -> dict[str, Any]:
+    refused = dist.from_main(_try_lock(folder) if dist.is_main else None)
+    if refused is not None:
+        raise ValueError(refused)
+    try:
+        started = time.perf_counter()
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        model = build_model(config.model, config.ratio, config.dw_size, num_classes=data.num_classes)
+        model_size = {"params": count_params(model), "macs": count_macs(model, input_size=data.input_size)}
+        engine = Engine.create(model, config.recipe, device, dist, parallel.sync_bn)
+        data.train.normalize.channels_last = data.test.normalize.channels_last = engine.channels_last
+        progress = _restore(folder, engine, device)
+        progress.wall_time += time.perf_counter() - started  # this segment's setup
+        _epochs(config, data, engine, plan, folder, progress, dist, show and dist.is_main)
+        final = _final_record(config, data, engine, plan, progress, model_size, command)
+        if dist.is_main:
+            folder.finish(engine.model.state_dict(), final)
         return final
+    finally:
+        folder.unlock()
 
-    started = time.perf_counter()
-    device = resolve_device(device)
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    model = build_model(config.model, config.ratio, config.dw_size, num_classes=len(CIFAR10_CLASSES))
-    params, macs = count_params(model), count_macs(model, input_size=(3, 32, 32))
-    data_info = describe_cifar10(data_root)
-    splits = []
-    for is_train, subset in ((True, recipe.train_subset), (False, recipe.test_subset)):
-        images, labels = load_cifar10(data_root, train=is_train, cache_dir=cache_dir)
-        if subset is not None:
-            index = class_balanced_subset(labels, subset)
-            images, labels = images[index], labels[index]
-        splits.append(DeviceData(images, labels, CIFAR10_MEAN, CIFAR10_STD, device, pad=4))
-    train_data, test_data = splits
-    steps_per_epoch = train_data.steps_per_epoch(recipe.batch_size)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(train_data)} training images make no full batch of {recipe.batch_size}; use a larger "
-            f"--train-subset or a recipe with a smaller batch_size"
-        )
-    total_steps, num_epochs = recipe.total_steps(steps_per_epoch), recipe.num_epochs(steps_per_epoch)
 
-    engine = Engine(model, recipe, device, steps_per_epoch)
-    train_data.channels_last = test_data.channels_last = engine.channels_last
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by a run killed in the middle of an atomic write
-        stale.unlink()
-    checkpoint_path = out_dir / CHECKPOINT
-    history: list[dict[str, Any]] = []
-    wall_time, devices = 0.0, []
-    if checkpoint_path.is_file():
-        state = _load_checkpoint(checkpoint_path, identity)
-        engine.load_state_dict(state)
-        history, wall_time, devices = state["history"], state["wall_time_s"], state["devices"]
-    devices = sorted(set(devices) | {hardware(device)})
-
-    label = config.model + (f" s={config.ratio} d={config.dw_size}" if config.ratio is not None else "")
-    bar = tqdm(
-        total=total_steps,
-        initial=min(total_steps, len(history) * steps_per_epoch),
-        desc=f"{label} seed {config.seed}",
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    segment_start = started
-    for epoch in range(len(history), num_epochs):
-        torch.manual_seed(derive_seed(config.seed, "model", epoch))
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data", epoch))
-        first, stop = epoch * steps_per_epoch, min(total_steps, (epoch + 1) * steps_per_epoch)
-        bar.set_description(f"{label} seed {config.seed} epoch {epoch + 1}/{num_epochs}")
-        epoch_start = time.perf_counter()
-        train_loss, train_acc = engine.train_steps(
-            train_data.train_batches(recipe.batch_size, generator), first, stop, bar
-        )
-        epoch_time = time.perf_counter() - epoch_start
-        test_loss = test_acc = math.nan
-        if (epoch + 1) % recipe.eval_every == 0 or epoch == num_epochs - 1:
-            test_loss, test_acc = engine.evaluate(test_data)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "step": stop,
-                "lr": recipe.lr_at(stop - 1, steps_per_epoch),
-                "train_loss": round(train_loss, 6),
-                "train_acc": round(train_acc, 4),
-                "test_loss": round(test_loss, 6),
-                "test_acc": round(test_acc, 4),
-                "epoch_time_s": round(epoch_time, 3),
-                "images_per_s": round((stop - first) * recipe.batch_size / epoch_time, 1),
-            }
-        )
-        bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.1f}%", test=f"{test_acc:.1f}%")
-        now = time.perf_counter()
-        wall_time, segment_start = wall_time + now - segment_start, now
-        save_torch_atomic(
-            {
-                "version": _CHECKPOINT_VERSION,
-                "identity": identity,
-                "history": history,
-                "wall_time_s": wall_time,
-                "devices": devices,
-                **engine.state_dict(),
-            },
-            checkpoint_path,
-        )
-        write_text_atomic(out_dir / METRICS, _metrics_csv(history))
-    bar.close()
-
-    last = history[-1]
-    final = {
-        "test_acc": last["test_acc"],
-        "test_loss": last["test_loss"],
-        "train_acc": last["train_acc"],
-        "train_loss": last["train_loss"],
-        "params": params,
-        "macs": macs,
-        "scale": recipe.scale,
-        "config": {
-            **identity,
-            "epochs": num_epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "total_steps": total_steps,
-            "train_images": len(train_data),
-            "test_images": len(test_data),
-            "bf16": engine.bf16,
-            "channels_last": engine.channels_last,
-            "compile": engine.compiled,
-        },
-        "data": {**data_info, "label": data_label(data_info), "fingerprint": identity["data"]},
-        "hardware": "; ".join(devices),
-        "torch": torch.__version__,
-        "commit": git_commit(),
-        "wall_time_s": round(wall_time + time.perf_counter() - segment_start, 2),
-        "command": command if command is not None else command_line(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "identity": identity,
-    }
-    save_torch_atomic({k: v.detach().cpu() for k, v in engine.model.state_dict().items()}, out_dir / MODEL)
-    write_json_atomic(final_path, final)
-    checkpoint_path.unlink(missing_ok=True)
-    return final
+def _try_lock(folder: RunFolder) -> str | None:
+    """``None`` when rank 0 holds the folder's lock, else why not (shared with the other ranks)."""
+    try:
+        folder.lock()
+    except ValueError as error:
+        return str(error)
+    return None

@@ -1,20 +1,52 @@
 """Named training recipes, one JSON file each in ``ghost/train/recipes/`` (shared by the library and CLIs).
 
-A recipe fixes everything about how a model is trained. Its length is given either in ``iterations`` or in
-``epochs`` (exactly one of them), and ``milestones`` of the step schedule are in the same unit. ``bf16``,
-``channels_last`` and ``compile`` apply on CUDA only; on the CPU training is always fp32 and eager.
+A recipe fixes everything about how a model is trained, on which kind of data (``dataset``: ``cifar10`` for
+the GPU-resident CIFAR-10 loader, ``imagenet`` for an ImageFolder-style copy streamed by a DataLoader) and at
+which ``scale`` (``full``: the published recipe; ``budget``: reduced so that it finishes on a small machine,
+its accuracies are real but not the paper's; ``smoke``: only shows that the pipeline runs). Its length is
+given either in ``iterations`` or in ``epochs`` (exactly one of them), and ``milestones`` of the step
+schedule are in the same unit. ``batch_size`` is the global batch (over all processes and accumulation
+steps) that ``lr`` is meant for. ``bf16``, ``channels_last`` and ``compile`` apply on CUDA only; on the CPU
+training is always fp32 and eager. ImageNet recipes set the input resolutions: ``train_crop`` (random
+resized crop), ``eval_resize`` (shorter side) and ``eval_crop`` (center crop); CIFAR-10 recipes leave them
+``null`` (32x32 with a pad-4 random crop).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-SCHEDULES = ("step", "cosine")
+
+
+class Schedule(enum.StrEnum):
+    """Learning-rate schedule after warmup: ``step`` (x gamma at each milestone) or ``cosine`` (to 0)."""
+
+    STEP = "step"
+    COSINE = "cosine"
+
+
+class Scale(enum.StrEnum):
+    """How far a recipe's numbers can be compared with the paper's (see the module docstring)."""
+
+    FULL = "full"
+    BUDGET = "budget"
+    SMOKE = "smoke"
+
+
+class Dataset(enum.StrEnum):
+    """The kind of data a recipe trains on."""
+
+    CIFAR10 = "cifar10"
+    IMAGENET = "imagenet"
+
+
+_IMAGENET_SIZES = ("train_crop", "eval_resize", "eval_crop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,15 +55,16 @@ class Recipe:
 
     name: str
     description: str
-    scale: str  # "full", or a "smoke ..." label for runs that only show the pipeline works
-    batch_size: int
+    dataset: Dataset
+    scale: Scale
+    batch_size: int  # global batch that lr is meant for
     iterations: int | None
     epochs: int | None
     lr: float
     momentum: float
     nesterov: bool
     weight_decay: float
-    schedule: str  # "step" (x gamma at each milestone) or "cosine" (to 0 at the end)
+    schedule: Schedule
     milestones: tuple[int, ...]
     gamma: float
     warmup_epochs: float  # linear warmup from lr/steps to lr
@@ -43,9 +76,22 @@ class Recipe:
     bf16: bool
     channels_last: bool
     compile: bool
+    train_crop: int | None  # ImageNet only: side of the random resized crop used for training
+    eval_resize: int | None  # ImageNet only: shorter side before the evaluation center crop
+    eval_crop: int | None  # ImageNet only: side of the evaluation center crop
 
     def __post_init__(self) -> None:
         problems = []
+        for key, kind in (("dataset", Dataset), ("scale", Scale), ("schedule", Schedule)):
+            try:
+                object.__setattr__(self, key, kind(getattr(self, key)))
+            except ValueError:
+                problems.append(f"'{key}' must be one of {', '.join(kind)}")
+        sizes = [getattr(self, key) for key in _IMAGENET_SIZES]
+        if self.dataset == Dataset.IMAGENET and any(size is None or size < 1 for size in sizes):
+            problems.append(f"an imagenet recipe needs {', '.join(_IMAGENET_SIZES)} >= 1")
+        if self.dataset == Dataset.CIFAR10 and any(size is not None for size in sizes):
+            problems.append(f"a cifar10 recipe has null {', '.join(_IMAGENET_SIZES)} (32x32 images)")
         if (self.iterations is None) == (self.epochs is None):
             problems.append("give exactly one of 'iterations' and 'epochs'")
         length = self.iterations if self.epochs is None else self.epochs
@@ -54,8 +100,6 @@ class Recipe:
                 problems.append(f"'{key}' must be >= 1")
         if length is not None and length < 1:
             problems.append("the length ('iterations' or 'epochs') must be >= 1")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"'schedule' must be one of {', '.join(SCHEDULES)}")
         if any(not 0 < m <= (length or 0) for m in self.milestones) or list(self.milestones) != sorted(
             self.milestones
         ):
@@ -90,19 +134,26 @@ class Recipe:
         warmup = round(self.warmup_epochs * steps_per_epoch)
         if step < warmup:
             return self.lr * (step + 1) / warmup
-        if self.schedule == "cosine":
+        if self.schedule == Schedule.COSINE:
             progress = (step - warmup) / max(1, total - warmup)
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         length, _ = self.length
         passed = sum(step * length >= m * total for m in self.milestones)  # exact integer boundaries
         return self.lr * self.gamma**passed
 
-    def with_overrides(self, epochs: int | None = None, train_subset: int | None = None) -> Recipe:
-        """This recipe with a different length in epochs (milestones scaled along) and/or training subset."""
+    def with_overrides(
+        self, epochs: int | None = None, train_subset: int | None = None, batch_size: int | None = None
+    ) -> Recipe:
+        """This recipe with a different length in epochs (milestones scaled along), training subset and/or
+        global batch size (the learning rate scaled linearly with it, Goyal et al. 2017)."""
         changes: dict[str, Any] = {}
+        if batch_size is not None:
+            if batch_size < 1:
+                raise ValueError(f"the batch size must be >= 1, got {batch_size}")
+            changes.update(batch_size=batch_size, lr=self.lr * batch_size / self.batch_size)
         if epochs is not None:
             if epochs < 1:
-                raise ValueError(f"--epochs must be >= 1, got {epochs}")
+                raise ValueError(f"the number of epochs must be >= 1, got {epochs}")
             length, _ = self.length
             changes.update(epochs=epochs, iterations=None)
             changes["milestones"] = tuple(
@@ -110,7 +161,7 @@ class Recipe:
             )
         if train_subset is not None:
             if train_subset < 1:
-                raise ValueError(f"--train-subset must be >= 1, got {train_subset}")
+                raise ValueError(f"the training subset must be >= 1 images, got {train_subset}")
             changes["train_subset"] = train_subset
         return dataclasses.replace(self, **changes)
 
@@ -118,6 +169,8 @@ class Recipe:
         """The recipe as a JSON-ready dict (the format of the recipe files)."""
         data = dataclasses.asdict(self)
         data["milestones"] = list(self.milestones)
+        for key in ("dataset", "scale", "schedule"):
+            data[key] = str(data[key])
         return data
 
 
@@ -141,7 +194,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A shipped recipe by name (``paper``, ``long``, ``fast``, ``quick``) or a recipe JSON file by path."""
+    """A shipped recipe by name (see :func:`list_recipes`) or a recipe JSON file by path."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = RECIPES_DIR / f"{name_or_path}.json"

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ghost.train.engine import FINAL, MODEL, TrainConfig, build_model
+from ghost.train.engine import TrainConfig, build_model
+from ghost.train.store import FINAL, MODEL
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -34,15 +35,25 @@ def load_final(run: str | Path) -> dict[str, Any]:
     path = Path(run) / FINAL
     if not path.is_file():
         raise ValueError(f"{run} is not a finished run (no {FINAL}); train it first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is corrupt ({error}); delete the run folder {run} and train it again") from error
 
 
 def load_trained(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The final model of a finished run (eval mode, on the CPU) and its ``final.json`` dict."""
     final = load_final(run)
     config = final["config"]
-    model = build_model(config["model"], config["ratio"], config["dw_size"])
-    model.load_state_dict(torch.load(Path(run) / MODEL, map_location="cpu", weights_only=True))
+    model = build_model(config["model"], config["ratio"], config["dw_size"], config.get("num_classes", 10))
+    path = Path(run) / MODEL
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # a damaged file fails in many ways in torch.load / load_state_dict
+        raise ValueError(
+            f"{path} is corrupt or does not fit {config['model']} ({type(error).__name__}); delete the run "
+            f"folder {run} and train it again"
+        ) from error
     return model.eval(), final
 
 
@@ -58,13 +69,16 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "ratio": config["ratio"],
                 "dw_size": config["dw_size"],
                 "seed": config["seed"],
+                "dataset": config.get("dataset", "cifar10"),
                 "test_acc": final["test_acc"],
+                "test_top5": final.get("test_top5", float("nan")),
                 "params": final["params"],
                 "macs": final["macs"],
                 "recipe": config["recipe"],
                 "scale": final["scale"],
                 "epochs": config["epochs"],
                 "train_images": config["train_images"],
+                "input_size": "x".join(map(str, config.get("input_size", (3, 32, 32))[1:])),
                 "test_images": config["test_images"],
                 "data": final["data"]["label"],
                 "hardware": final["hardware"],

@@ -1,0 +1,241 @@
+"""Where the engine's batches come from: a data source per split, and how a global batch is shared out.
+
+Two sources give the same interface (:class:`BatchSource`): CIFAR-10 held on the training device
+(:class:`ghost.data.DeviceData`), and an ImageFolder-style copy streamed by a ``DataLoader`` with workers
+(:class:`ImageFolderSource`). Either way an epoch is drawn from one generator seeded by ``(seed, epoch)``:
+the order of the images and every augmentation. A global batch of ``B`` images is cut into
+``world_size x accumulate`` micro-batches; the process of rank ``r`` takes micro-batches ``a * world_size + r``
+for ``a = 0..accumulate-1`` (:class:`BatchPlan`). So ``N`` processes with ``k`` accumulation steps see exactly
+the micro-batches that one process with ``N x k`` accumulation steps sees: results depend on the global
+batch and the micro-batch size, not on how many processes share the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ghost.data import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DeviceData,
+    class_balanced_subset,
+    data_fingerprint,
+    data_label,
+    describe_cifar10,
+    load_cifar10,
+)
+from ghost.data.batches import Normalize
+from ghost.data.imagefolder import SeededImageDataset, eval_transform, scan_image_folder, train_transform
+from ghost.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ghost.train.recipes import Dataset, Recipe
+
+__all__ = ["BatchPlan", "BatchSource", "ImageFolderSource", "MicroBatchSampler", "TrainingData", "load_data"]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one global batch is shared out: ``world_size`` processes x ``accumulate`` micro-batches each."""
+
+    global_batch: int
+    accumulate: int = 1
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.accumulate < 1:
+            raise ValueError(f"gradient accumulation needs >= 1 micro-batch per step, got {self.accumulate}")
+        shares = self.accumulate * self.world_size
+        if self.global_batch % shares:
+            raise ValueError(
+                f"the global batch of {self.global_batch} does not split into {self.world_size} processes x "
+                f"{self.accumulate} accumulation steps; choose counts whose product divides {self.global_batch}"
+            )
+
+    @property
+    def micro_batch(self) -> int:
+        """Images per forward pass of one process."""
+        return self.global_batch // (self.accumulate * self.world_size)
+
+    def parts(self) -> tuple[slice, ...]:
+        """This process's micro-batches, as slices of a global batch, in the order it runs them."""
+        m = self.micro_batch
+        return tuple(slice((a * self.world_size + self.rank) * m, (a * self.world_size + self.rank + 1) * m)
+                     for a in range(self.accumulate))
+
+
+class BatchSource(Protocol):
+    """One split that yields normalized batches on the training device."""
+
+    normalize: Normalize
+
+    def __len__(self) -> int: ...
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, parts: tuple[slice, ...] = ...
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def eval_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class MicroBatchSampler(Sampler[list[tuple[int, int]]]):
+    """One epoch's micro-batches of ``(index, seed)`` pairs: the epoch's order and per-image seeds are drawn
+    from ``generator``; each global batch of ``batch_size`` positions yields its ``parts``."""
+
+    def __init__(
+        self, num_images: int, batch_size: int, generator: torch.Generator, parts: tuple[slice, ...]
+    ) -> None:
+        self.order = torch.randperm(num_images, generator=generator).tolist()
+        self.seeds = torch.randint(0, 2**62, (num_images,), generator=generator).tolist()
+        self.batch_size, self.parts = batch_size, parts
+        self.steps = num_images // batch_size
+
+    def __len__(self) -> int:
+        return self.steps * len(self.parts)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.steps):
+            batch = range(step * self.batch_size, (step + 1) * self.batch_size)
+            for part in self.parts:
+                yield [(self.order[i], self.seeds[i]) for i in batch[part]]
+
+
+class ImageFolderSource:
+    """A split of an ImageFolder copy streamed by a ``DataLoader`` with ``workers`` processes.
+
+    Args:
+        samples: ``(path, label)`` pairs.
+        train_crop: side of the training crop; eval_resize, eval_crop: the evaluation preprocessing.
+        device: where batches are normalized (and the model runs).
+        workers: DataLoader worker processes (0: load in this process).
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        train_crop: int,
+        eval_resize: int,
+        eval_crop: int,
+        device: torch.device,
+        workers: int = 0,
+    ) -> None:
+        self.samples = samples
+        self.train_set = SeededImageDataset(samples, train_transform(train_crop))
+        self.eval_set = SeededImageDataset(samples, eval_transform(eval_resize, eval_crop))
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, device)
+        self.workers = workers
+        self._pin = device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training batches per epoch (the last incomplete batch is dropped)."""
+        return len(self) // batch_size
+
+    def _loader(self, dataset: SeededImageDataset, batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            dataset, batch_sampler=batches, num_workers=self.workers, pin_memory=self._pin,
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield self.normalize(images), labels.to(self.normalize.device, non_blocking=True)
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, parts: tuple[slice, ...] = (slice(None),)
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of augmented micro-batches (see :class:`MicroBatchSampler`)."""
+        sampler = MicroBatchSampler(len(self), batch_size, generator, parts)
+        yield from self._loader(self.train_set, sampler)
+
+    def eval_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share (every ``world_size``-th image from ``rank``), center-cropped."""
+        mine = [(i, 0) for i in range(rank, len(self), world_size)]
+        yield from self._loader(self.eval_set, [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)])
+
+
+@dataclass
+class TrainingData:
+    """The two splits of a run, what the model sees, and what the result records about the data."""
+
+    train: BatchSource
+    test: BatchSource
+    num_classes: int
+    input_size: tuple[int, int, int]
+    info: dict[str, Any]
+    fingerprint: str
+
+
+def _subset(labels: list[int], subset: int | None, split: str, total: int) -> torch.Tensor:
+    if subset is not None and subset > total:
+        raise ValueError(
+            f"a {split} subset of {subset} images exceeds the {total} images of the {split} split; "
+            f"use at most {total} (or none for all)"
+        )
+    return class_balanced_subset(torch.tensor(labels), subset if subset is not None else total)
+
+
+def _cifar10(recipe: Recipe, root: str | Path | None, cache_dir: str | Path | None,
+             device: torch.device) -> TrainingData:
+    splits = []
+    for is_train, subset, split in ((True, recipe.train_subset, "training"), (False, recipe.test_subset, "test")):
+        images, labels = load_cifar10(root, train=is_train, cache_dir=cache_dir)
+        index = _subset(labels.tolist(), subset, split, len(labels))
+        splits.append(DeviceData(images[index], labels[index], CIFAR10_MEAN, CIFAR10_STD, device, pad=4))
+    info = describe_cifar10(root)
+    return TrainingData(splits[0], splits[1], len(CIFAR10_CLASSES), (3, 32, 32),
+                        {**info, "label": data_label(info)}, data_fingerprint(root))
+
+
+def _imagefolder(recipe: Recipe, root: str | Path | None, device: torch.device, workers: int) -> TrainingData:
+    data = scan_image_folder(root)
+    splits = []
+    for samples, subset, split in ((data.train, recipe.train_subset, "training"),
+                                   (data.val, recipe.test_subset, "validation")):
+        index = _subset([label for _, label in samples], subset, split, len(samples))
+        picked = [samples[i] for i in index.tolist()]
+        splits.append(ImageFolderSource(picked, recipe.train_crop, recipe.eval_resize, recipe.eval_crop, device,
+                                        workers))
+    info = data.describe()
+    label = f"ImageFolder copy {data.root} ({len(data.classes)} classes, {len(data.train)} train / " \
+            f"{len(data.val)} val images)"
+    return TrainingData(splits[0], splits[1], len(data.classes), (3, recipe.eval_crop, recipe.eval_crop),
+                        {**info, "label": label}, data.fingerprint())
+
+
+def load_data(
+    recipe: Recipe,
+    root: str | Path | None,
+    device: torch.device,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+) -> TrainingData:
+    """The training and test splits of ``recipe``'s dataset from the copy at ``root``.
+
+    Args:
+        recipe: decides the dataset, the subsets and (ImageNet) the resolutions.
+        root: the copy; ``None`` reads ``$GHOST_CIFAR10`` or ``$GHOST_IMAGENET``.
+        device: where batches are built.
+        cache_dir: where CIFAR-10's decoding is cached; workers: DataLoader workers (ImageNet).
+
+    Raises:
+        ValueError: missing or malformed data, or a subset larger than its split.
+    """
+    if workers < 0:
+        raise ValueError(f"the number of data-loading workers must be >= 0, got {workers}")
+    if recipe.dataset == Dataset.CIFAR10:
+        return _cifar10(recipe, root, cache_dir, device)
+    return _imagefolder(recipe, root, device, workers)
