@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
 from ghost.benchmark import TIMM_PREFIX, ModelPair, latency_stats, time_interleaved
 from ghost.complexity import count_macs, count_params
 from ghost.io import write_text_atomic
@@ -43,6 +44,7 @@ from ghost.runtimes import (
     profile_operators,
     runtime_versions,
 )
+from ghost.train import resolve_device
 
 DEFAULT_MODELS = (
     "vgg16_cifar", "resnet56_cifar", "resnet50", "mobilenet_v3_large:ghostnet", "mobilenet_v3_large:timm/ghostnet_100",
@@ -121,7 +123,7 @@ def _measure(models, x, runtime, onnx, args, refs, device):
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated NAME (NAME vs ghost_NAME at --ratio/--dw-size) or BASELINE:GHOST "
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=int, default=2, help="s of the Ghost versions")
     parser.add_argument("--dw-size", type=int, default=3, help="d of the Ghost versions")
     parser.add_argument("--batch-sizes", type=_parse_ints, default=[1, 8], help="latency and throughput, e.g. 1,8")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch runtimes")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda[:N] for the torch runtimes, or auto (CUDA when available)")
     parser.add_argument("--repeats", type=_positive, default=10, help="timed calls per model and runtime")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before them")
     parser.add_argument("--threads", type=_positive, default=torch.get_num_threads(),
@@ -139,58 +142,72 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="allowed max abs diff vs eager, times max(1, max |eager output|)")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profiles")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.exit(2, "error: --device cuda but no CUDA device is visible; use --device cpu\n")
-    if not args.results_dir.is_dir():
-        parser.exit(2, f"error: --results-dir {args.results_dir} is not a directory; create it first\n")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="created if missing")
+    return parser
+
+
+def _pairs(args: argparse.Namespace, device: torch.device, notes: list[str]) -> tuple[list[str], list[ModelPair]]:
+    """The runtimes and model pairs to compare; a note on timm models skipped because timm is missing.
+
+    Raises:
+        ValueError: a bad s, d, runtime or model name, or no model at all.
+    """
+    check_ratio(args.ratio)
+    check_dw_size(args.dw_size)
     if args.warmup < 0 or not args.tolerance > 0:
-        parser.exit(2, f"error: need --warmup >= 0 and --tolerance > 0, got {args.warmup} and {args.tolerance}\n")
-    device = torch.device(args.device)
-    notes = []
-    try:
-        check_ratio(args.ratio)
-        check_dw_size(args.dw_size)
-        default = RUNTIMES if device.type == "cpu" else TORCH_RUNTIMES
-        runtimes = check_runtimes(args.runtimes.split(",") if args.runtimes else default, device)
-        entries = [e for e in args.models.split(",") if e.strip()]
-        skipped = [e for e in entries if TIMM_PREFIX in e] if importlib.util.find_spec("timm") is None else []
-        if skipped:
-            entries = [e for e in entries if e not in skipped]
-            notes.append(f"timm not installed, skipped: {', '.join(skipped)}")
-            print(notes[-1])
-        pairs = [ModelPair.parse(e, ratio=args.ratio, dw_size=args.dw_size) for e in entries]
-        if not pairs:
-            raise ValueError("no model to compare")
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
+        raise ValueError(f"need --warmup >= 0 and --tolerance > 0, got {args.warmup} and {args.tolerance}")
+    default = RUNTIMES if device.type == "cpu" else TORCH_RUNTIMES
+    runtimes = check_runtimes(args.runtimes.split(",") if args.runtimes else default, device)
+    entries = [e for e in args.models.split(",") if e.strip()]
+    skipped = [e for e in entries if TIMM_PREFIX in e] if importlib.util.find_spec("timm") is None else []
+    if skipped:
+        entries = [e for e in entries if e not in skipped]
+        notes.append(f"timm not installed, skipped: {', '.join(skipped)}")
+        print(notes[-1])
+    pairs = [ModelPair.parse(e, ratio=args.ratio, dw_size=args.dw_size) for e in entries]
+    if not pairs:
+        raise ValueError("no model to compare")
+    return runtimes, pairs
+
+
+def _run_pairs(pairs: list[ModelPair], runtimes: list[str], args: argparse.Namespace, device: torch.device,
+               notes: list[str]) -> tuple[list[dict], list[dict]]:
+    """Latency and profile rows of every pair, with torch's thread count set to ``args.threads`` meanwhile."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     records, op_records = [], []
-    start = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
     try:
         for pair in pairs:
             rows, ops = _run_pair(pair, runtimes, args, device, generator, notes)
             records += rows
             op_records += ops
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
     finally:
         torch.set_num_threads(previous_threads)
-    meta = provenance(device)
-    meta.update({k: v for k, v in runtime_versions().items() if k != "torch"})
-    meta.update(device=str(device), runtimes=",".join(runtimes), batch_sizes=",".join(map(str, args.batch_sizes)),
-                threads=str(args.threads), warmup=str(args.warmup), repeats=str(args.repeats),
-                tolerance=str(args.tolerance), wall_time=f"{time.perf_counter() - start:.0f} s")
-    stem = args.results_dir / f"latency_{device.type}"
-    df = pd.DataFrame(records)
-    ops = pd.DataFrame(op_records, columns=["model", "batch_size", "runtime", "network", "op_type", "category",
-                                            "ms", "share"])
-    write_text_atomic(stem.with_suffix(".csv"), df.to_csv(index=False))
-    write_text_atomic(stem.parent / f"{stem.name}_ops.csv", ops.to_csv(index=False))
-    write_text_atomic(stem.with_suffix(".md"), _markdown(df, ops, meta, args, notes))
+    return records, op_records
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with cli_errors():
+        device = resolve_device(check_device(args.device))
+        check_results_dir(args.results_dir)
+        notes: list[str] = []
+        runtimes, pairs = _pairs(args, device, notes)
+        start = time.perf_counter()
+        records, op_records = _run_pairs(pairs, runtimes, args, device, notes)
+        meta = provenance(device)
+        meta.update({k: v for k, v in runtime_versions().items() if k != "torch"})
+        meta.update(device=str(device), runtimes=",".join(runtimes), batch_sizes=",".join(map(str, args.batch_sizes)),
+                    threads=str(args.threads), warmup=str(args.warmup), repeats=str(args.repeats),
+                    tolerance=str(args.tolerance), wall_time=f"{time.perf_counter() - start:.0f} s")
+        stem = results_dir(args.results_dir) / f"latency_{device.type}"
+        df = pd.DataFrame(records)
+        ops = pd.DataFrame(op_records, columns=["model", "batch_size", "runtime", "network", "op_type", "category",
+                                                "ms", "share"])
+        write_text_atomic(stem.with_suffix(".csv"), df.to_csv(index=False))
+        write_text_atomic(stem.parent / f"{stem.name}_ops.csv", ops.to_csv(index=False))
+        write_text_atomic(stem.with_suffix(".md"), _markdown(df, ops, meta, args, notes))
     print(f"wrote {stem}.csv, {stem}_ops.csv and {stem}.md")
     return 0
 

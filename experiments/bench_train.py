@@ -27,10 +27,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from experiments._cli import check_device, cli_errors
 from ghost.benchmark import time_calls
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData, load_cifar10
 from ghost.provenance import git_commit, hardware
-from ghost.train import Engine, build_model, load_recipe, resolve_device
+from ghost.train import Engine, build_model, load_recipe, resolve_device, train_one_epoch
 
 DEFAULT_MODELS = ("vgg16_cifar", "ghost_vgg16_cifar", "resnet56_cifar")
 
@@ -61,16 +62,19 @@ def bench_engine(model_name: str, recipe_name: str, data: DeviceData, args: argp
     """Seconds per training step of the engine."""
     recipe = load_recipe(recipe_name)
     torch.manual_seed(0)
-    engine = Engine(build_model(model_name), recipe, data.device, data.steps_per_epoch(args.batch_size))
-    data.channels_last = engine.channels_last
+    engine = Engine.create(build_model(model_name), recipe, data.device)
+    data.normalize.channels_last = engine.channels_last
     generator = torch.Generator().manual_seed(0)
     batches: Iterator = itertools.chain.from_iterable(
         data.train_batches(args.batch_size, generator) for _ in itertools.count()
     )
-    step = [0]
+    steps_per_epoch, step = data.steps_per_epoch(args.batch_size), [0]
+
+    def lr_at(s: int) -> float:
+        return recipe.lr_at(s, steps_per_epoch)
 
     def run(n: int) -> None:
-        engine.train_steps(batches, step[0], step[0] + n)
+        train_one_epoch(engine, batches, range(step[0], step[0] + n), lr_at)
         step[0] += n
 
     return _timed(run, args.warmup, args.steps, data.device)
@@ -113,7 +117,7 @@ def bench_reference(
     return _timed(run, args.warmup, args.steps, device)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     parser.add_argument("--recipe", default="paper", help="the engine's recipe (bf16/channels_last/compile)")
@@ -126,31 +130,66 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=min(8, os.cpu_count() or 1), help="reference loader workers"
     )
     parser.add_argument("--data", help="CIFAR-10 copy (default: $GHOST_CIFAR10)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    return parser
+
+
+def _models(models: str) -> list[str]:
+    """The comma-separated model names, each built once to fail fast on an unknown name."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        build_model(name)
+    return names
+
+
+def _reference_data(images: torch.Tensor, labels: torch.Tensor) -> PILCifar:
+    """The training set as the reference loop reads it: PIL images through torchvision's transforms."""
+    augment = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
+    return PILCifar(images, labels, augment)
+
+
+def _compare(
+    models: list[str], data: DeviceData, dataset: PILCifar, args: argparse.Namespace, steps_per_epoch: int
+) -> None:
+    """Print one row per model: images/s and epoch time of the engine and of the reference loop."""
+    header = (
+        f"{'model':<22} {'engine img/s':>13} {'epoch (s)':>10} {'reference img/s':>16} {'epoch (s)':>10} "
+        f"{'speed-up':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in models:
+        engine_step = bench_engine(name, args.recipe, data, args)
+        reference_step = bench_reference(name, args.recipe, dataset, data.device, args)
+        print(
+            f"{name:<22} {args.batch_size / engine_step:>13.1f} {engine_step * steps_per_epoch:>10.2f} "
+            f"{args.batch_size / reference_step:>16.1f} {reference_step * steps_per_epoch:>10.2f} "
+            f"{reference_step / engine_step:>8.2f}x",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with cli_errors():
+        device = resolve_device(check_device(args.device))
         if args.batch_size < 1 or args.warmup < 0 or (args.steps is not None and args.steps < 1):
             raise ValueError("--batch-size and --steps must be >= 1 and --warmup >= 0")
         recipe = load_recipe(args.recipe)
+        models = _models(args.models)
         images, labels = load_cifar10(args.data, train=True)
         data = DeviceData(images, labels, CIFAR10_MEAN, CIFAR10_STD, device)
         steps_per_epoch = data.steps_per_epoch(args.batch_size)
         if steps_per_epoch == 0:
             raise ValueError(f"{len(data)} training images make no batch of {args.batch_size}")
         args.steps = args.steps or (steps_per_epoch if device.type == "cuda" else 10)
-        augment = transforms.Compose(
-            [
-                transforms.RandomCrop(32, padding=4),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            ]
-        )
-        dataset = PILCifar(images, labels, augment)
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-        for name in models:
-            build_model(name)  # fail fast on an unknown name
         cuda = device.type == "cuda"
         print(f"device: {hardware(device)}; torch {torch.__version__}; commit {git_commit()}")
         print(
@@ -160,23 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
             f"{steps_per_epoch} steps per epoch"
         )
-        header = (
-            f"{'model':<22} {'engine img/s':>13} {'epoch (s)':>10} {'reference img/s':>16} {'epoch (s)':>10} "
-            f"{'speed-up':>9}"
-        )
-        print(header)
-        print("-" * len(header))
-        for name in models:
-            engine_step = bench_engine(name, args.recipe, data, args)
-            reference_step = bench_reference(name, args.recipe, dataset, device, args)
-            print(
-                f"{name:<22} {args.batch_size / engine_step:>13.1f} {engine_step * steps_per_epoch:>10.2f} "
-                f"{args.batch_size / reference_step:>16.1f} {reference_step * steps_per_epoch:>10.2f} "
-                f"{reference_step / engine_step:>8.2f}x",
-                flush=True,
-            )
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
+        _compare(models, data, _reference_data(images, labels), args, steps_per_epoch)
     return 0
 
 

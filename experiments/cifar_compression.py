@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from experiments._cifar_tables import main
+from experiments._tables import CIFAR_COMPRESSION, main
 
 if __name__ == "__main__":
-    sys.exit(main(["compression"], __doc__.split("\n\n")[0]))
+    sys.exit(main([CIFAR_COMPRESSION], __doc__.split("\n\n")[0]))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments._cli import check_results_dir, cli_errors, results_dir
 from ghost.complexity import count_macs, count_params
 from ghost.io import write_text_atomic
 from ghost.models import create_model, default_input_size
@@ -45,9 +46,8 @@ def _rows() -> Iterator[Row]:
     for s in (2, 4):
         yield imagenet, f"Ghost-ResNet-50 s={s} d=3", "ghost_resnet50", {"ratio": s, "dw_size": 3}, \
             IMAGENET_COMPLEXITY[paper_key("ghost_resnet50", s, 3)], 100.0
-    for width in (0.5, 1.0, 1.3):
-        yield imagenet, f"GhostNet {width}x", "ghostnet", {"width": width}, \
-            IMAGENET_COMPLEXITY[(f"ghostnet_{width}", None, None)], 1.0
+    for width, name in ((0.5, "ghostnet_050"), (1.0, "ghostnet_100"), (1.3, "ghostnet_130")):
+        yield imagenet, f"GhostNet {width}x", name, {}, IMAGENET_COMPLEXITY[paper_key(name)], 1.0
 
 
 def _decimals(value: float) -> int:
@@ -190,24 +190,22 @@ def _non_match_notes(df: pd.DataFrame) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where to write the tables")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where to write the tables (created if missing)")
     parser.add_argument("--backend", choices=("analytic", "fvcore"), default="analytic",
                         help="FLOP counter (both agree; fvcore needs the fvcore package)")
     args = parser.parse_args(argv)
-    if not args.results_dir.is_dir():
-        parser.exit(2, f"error: --results-dir {args.results_dir} is not a directory; create it first\n")
-    start = time.perf_counter()
-    try:
+    with cli_errors():
+        check_results_dir(args.results_dir)
+        start = time.perf_counter()
         df = measure(args.backend)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    meta = provenance()
-    meta["backend"] = args.backend
-    meta["wall time"] = f"{time.perf_counter() - start:.1f} s"
-    csv = args.results_dir / "complexity.csv"
-    write_text_atomic(csv, df.to_csv(index=False))
-    write_text_atomic(args.results_dir / "complexity.md", to_markdown(df, meta))
-    print(f"wrote {csv} and {args.results_dir / 'complexity.md'} ({len(df)} rows, {meta['wall time']})")
+        meta = provenance()
+        meta["backend"] = args.backend
+        meta["wall time"] = f"{time.perf_counter() - start:.1f} s"
+        out = results_dir(args.results_dir)
+        write_text_atomic(out / "complexity.csv", df.to_csv(index=False))
+        write_text_atomic(out / "complexity.md", to_markdown(df, meta))
+    print(f"wrote {out / 'complexity.csv'} and {out / 'complexity.md'} ({len(df)} rows, {meta['wall time']})")
     return 0
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from experiments._cli import check_results_dir, cli_errors, results_dir
 from ghost import ghostify
 from ghost.benchmark import TIMM_PREFIX, create_benchmark_model, model_input_size
 from ghost.io import write_text_atomic
@@ -103,40 +104,49 @@ def _markdown(df: pd.DataFrame, meta: dict[str, str], ratio: int, dw_size: int) 
     return "\n".join(lines) + "\n"
 
 
+def _entries(models: str | None) -> list[str]:
+    """The models to convert: ``models`` (comma-separated) or the default zoo, without timm's when it is missing.
+
+    Raises:
+        ValueError: an unknown torchvision/library model name.
+    """
+    known = list_models()
+    entries = models.split(",") if models else [*known, *(TIMM_PREFIX + m for m in TIMM_MODELS)]
+    unknown = [e for e in entries if not e.startswith(TIMM_PREFIX) and e not in known]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; see ghost.models.list_models()")
+    if importlib.util.find_spec("timm") is None:
+        print("timm not installed: its models are skipped")
+        entries = [e for e in entries if not e.startswith(TIMM_PREFIX)]
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help="comma-separated names (timm/NAME for timm); default: every torchvision "
                                          "classifier and a set of timm models")
     parser.add_argument("--ratio", type=int, default=2, help="s")
     parser.add_argument("--dw-size", type=int, default=3, help="d")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="created if missing")
     args = parser.parse_args(argv)
-    if not args.results_dir.is_dir():
-        parser.exit(2, f"error: --results-dir {args.results_dir} is not a directory; create it first\n")
-    try:
+    with cli_errors():
+        check_results_dir(args.results_dir)
         check_ratio(args.ratio)
         check_dw_size(args.dw_size)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    entries = args.models.split(",") if args.models else [*list_models(), *(TIMM_PREFIX + m for m in TIMM_MODELS)]
-    unknown = [e for e in entries if not e.startswith(TIMM_PREFIX) and e not in set(list_models())]
-    if importlib.util.find_spec("timm") is None:
-        print("timm not installed: its models are skipped")
-        entries = [e for e in entries if not e.startswith(TIMM_PREFIX)]
-    if unknown:
-        parser.exit(2, f"error: unknown model(s) {', '.join(unknown)}; see ghost.models.list_models()\n")
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    rows = []
-    for entry in entries:
-        rows.append(convert(entry, args.ratio, args.dw_size, generator))
-        print(f"{entry:32s} {rows[-1]['status'][:60]:60s} {rows[-1]['seconds']:6.1f} s", flush=True)
-    meta = provenance("cpu")
-    meta["wall_time"] = f"{time.perf_counter() - start:.0f} s"
-    df = pd.DataFrame(rows)
-    write_text_atomic(args.results_dir / "conversion_zoo.csv", df.to_csv(index=False))
-    write_text_atomic(args.results_dir / "conversion_zoo.md", _markdown(df, meta, args.ratio, args.dw_size))
-    print(f"wrote {args.results_dir}/conversion_zoo.csv and .md")
+        entries = _entries(args.models)
+        generator = torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        rows = []
+        for entry in entries:
+            rows.append(convert(entry, args.ratio, args.dw_size, generator))
+            print(f"{entry:32s} {rows[-1]['status'][:60]:60s} {rows[-1]['seconds']:6.1f} s", flush=True)
+        meta = provenance("cpu")
+        meta["wall_time"] = f"{time.perf_counter() - start:.0f} s"
+        df = pd.DataFrame(rows)
+        out = results_dir(args.results_dir)
+        write_text_atomic(out / "conversion_zoo.csv", df.to_csv(index=False))
+        write_text_atomic(out / "conversion_zoo.md", _markdown(df, meta, args.ratio, args.dw_size))
+    print(f"wrote {out}/conversion_zoo.csv and .md")
     return 0
 
 

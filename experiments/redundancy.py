@@ -5,9 +5,11 @@
     python -m experiments.redundancy --model resnet50 --figure-layer layer1 --num-images 8  # ImageNet
     python -m experiments.redundancy --checkpoint runs/<run> --ghost-checkpoint runs/<run>
 
-Writes <results-dir>/redundancy.csv (one row per model and layer, with provenance) and figures under
-<results-dir>/figures/. Without trained weights the networks are randomly initialised, and the output
-says so: learned redundancy needs trained weights.
+Writes <results-dir>/redundancy_<model>.csv (one row per model and layer, with provenance) and figures
+redundancy_*_<model>.png under <results-dir>/figures/, so runs on different models keep their own files.
+Without --checkpoint a finished run of the model under --runs is analysed: full scale before budget before
+smoke, then the lowest seed, then the newest; never chosen by test accuracy. Without a run the networks are
+randomly initialised, and the output says so: learned redundancy needs trained weights.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from torch import nn
 
+from experiments._cli import check_results_dir, cli_errors, results_dir
 from ghost.io import save_figure_atomic, write_text_atomic
 from ghost.models import GHOST_PREFIX
 from ghost.provenance import provenance
 from ghost.redundancy import (
+    AnalysisInputs,
+    LoadedModel,
     analyze_model,
     capture_feature_maps,
     channel_similarity,
@@ -40,6 +45,8 @@ from ghost.redundancy import (
     top_pairs,
     weights_kind,
 )
+from ghost.train import find_runs, load_final
+from ghost.train.store import FINAL
 
 GRID_MAPS = 64  # maps shown in the Figure-1 grid
 GRID_PAIRS = 3  # pairs outlined, as in the paper's Figure 1
@@ -58,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint",
         help="weights of --model: a training run folder or a state_dict file "
-        "(default: a finished run of the model under --runs, full scale before smoke, lowest seed; else untrained)",
+        "(default: a finished run of the model under --runs, full scale first, lowest seed; else untrained)",
     )
     p.add_argument("--ghost-checkpoint", help="weights of the Ghost version (as --checkpoint)")
     p.add_argument("--runs", default="runs", help="where training runs are looked up (default runs/)")
@@ -77,8 +84,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=8, help="most similar pairs per layer for the toy experiment")
     p.add_argument("--kernel-sizes", type=int, nargs="+", default=[1, 3, 5, 7], help="toy-experiment d values")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation of untrained models")
-    p.add_argument("--results-dir", default="results", help="where redundancy.csv and figures/ go")
+    p.add_argument("--results-dir", default="results",
+                   help="where redundancy_<model>.csv and figures/ go (created if missing)")
     return p.parse_args(argv)
+
+
+def scale_rank(scale: object) -> int:
+    """How a run's ``final.json["scale"]`` ranks for analysis: 0 full, 1 budget, 2 smoke (lower is preferred).
+
+    Older runs recorded free text: one that mentions smoke ranks as smoke, any other as full.
+    """
+    text = str(scale)
+    if "smoke" in text:
+        return 2
+    return 1 if text == "budget" else 0
+
+
+def chosen_run(name: str, runs: Path, ratio: int, dw_size: int) -> Path | None:
+    """The finished run of ``name`` under ``runs`` to analyse (of a Ghost model: with this ratio and dw_size).
+
+    Full scale before budget before smoke, then the lowest seed, then the newest. Test accuracy plays no
+    part, so the choice never depends on the test set. None when there is no such run.
+    """
+    ranked = []
+    for run in find_runs(runs):
+        final = load_final(run)
+        config = final["config"]
+        same_ghost = (config.get("ratio"), config.get("dw_size")) == (ratio, dw_size)
+        if config.get("model") == name and (same_ghost or not name.startswith(GHOST_PREFIX)):
+            newest_first = -(run / FINAL).stat().st_mtime
+            ranked.append((scale_rank(final.get("scale")), int(config.get("seed", 0)), newest_first, run))
+    return min(ranked)[-1] if ranked else None
+
+
+def weights_of(name: str, checkpoint: str | None, args: argparse.Namespace) -> LoadedModel:
+    """``name`` with the weights of ``checkpoint``, else of its chosen run (unless --untrained), else untrained."""
+    if checkpoint is None and not args.untrained:
+        checkpoint = chosen_run(name, Path(args.runs), args.ratio, args.dw_size)
+    return load_model(name, checkpoint, ratio=args.ratio, dw_size=args.dw_size, seed=args.seed)
 
 
 def pair_grid(model: nn.Module, name: str, weights: str, layer: str, inputs) -> Figure:
@@ -97,15 +140,45 @@ def ghost_maps(model: nn.Module, name: str, weights: str, layer: str, inputs) ->
     return plot_intrinsic_ghost(maps[parts[0]][0], maps[parts[1]][0], title=title)
 
 
+def _figures(
+    args: argparse.Namespace,
+    models: dict[str, LoadedModel],
+    ghost_name: str | None,
+    first_layer: str,
+    table: pd.DataFrame,
+    inputs: AnalysisInputs,
+) -> dict[str, Figure]:
+    """The figures by file name: Figure 1's grid, a Ghost layer's maps, the per-layer curves and the toy
+    experiment; each name carries the model, so analyses of different models keep their own files."""
+    figure_layer = args.figure_layer or first_layer
+    baseline = models[args.model]
+    figures = {
+        f"redundancy_pairs_{args.model}.png": pair_grid(
+            baseline.model, args.model, baseline.weights, figure_layer, inputs.images
+        )
+    }
+    ghost = models[ghost_name] if ghost_name is not None else None
+    points = comparison_points(ghost.model) if ghost is not None else {}  # e.g. features.3 -> features.5
+    if points:
+        chosen = [name for name, point in points.items() if figure_layer in (name, point)]
+        figures[f"redundancy_ghost_maps_{ghost_name}.png"] = ghost_maps(
+            ghost.model, ghost_name, ghost.weights, (chosen or list(points))[0], inputs.images
+        )
+    figures[f"redundancy_layers_{args.model}.png"] = plot_layer_curves(
+        table, title=f"Per-layer redundancy: {inputs.description}"
+    )
+    figures[f"redundancy_mse_vs_d_{args.model}.png"] = plot_mse_vs_d(table)
+    return figures
+
+
 def run(args: argparse.Namespace) -> None:
     ghost_name = args.ghost if args.ghost is not None else GHOST_PREFIX + args.model
     if ghost_name == "none" or (args.ghost is None and args.model.startswith(GHOST_PREFIX)):
         ghost_name = None
-    options = {"runs": None if args.untrained else args.runs, "ratio": args.ratio, "dw_size": args.dw_size}
-    inputs = load_inputs(args.model, args.num_images, cifar10=args.data, imagenet=args.images)
-    models = {args.model: load_model(args.model, args.checkpoint, seed=args.seed, **options)}
+    models = {args.model: weights_of(args.model, args.checkpoint, args)}
     if ghost_name is not None:
-        models[ghost_name] = load_model(ghost_name, args.ghost_checkpoint, seed=args.seed, **options)
+        models[ghost_name] = weights_of(ghost_name, args.ghost_checkpoint, args)
+    inputs = load_inputs(args.model, args.num_images, cifar10=args.data, imagenet=args.images)
     baseline = models[args.model].model
     ghost = models[ghost_name].model if ghost_name is not None else None
     layers = args.layers or (matching_layers(baseline, ghost) if ghost is not None else conv_layers(baseline))
@@ -127,37 +200,21 @@ def run(args: argparse.Namespace) -> None:
     ]
     table = pd.concat(frames, ignore_index=True).assign(images=inputs.description, data=inputs.data, **provenance())
 
-    figure_layer = args.figure_layer or layers[0]
-    weights = models[args.model].weights
-    figures = {
-        f"redundancy_pairs_{args.model}.png": pair_grid(baseline, args.model, weights, figure_layer, inputs.images)
-    }
-    points = comparison_points(ghost) if ghost is not None else {}  # e.g. features.3 -> features.5
-    if points:
-        chosen = [name for name, point in points.items() if figure_layer in (name, point)]
-        figures[f"redundancy_ghost_maps_{ghost_name}.png"] = ghost_maps(
-            ghost, ghost_name, models[ghost_name].weights, (chosen or list(points))[0], inputs.images
-        )
-    figures["redundancy_layers.png"] = plot_layer_curves(table, title=f"Per-layer redundancy: {inputs.description}")
-    figures["redundancy_mse_vs_d.png"] = plot_mse_vs_d(table)
-
-    results = Path(args.results_dir)
-    (results / "figures").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(results / "redundancy.csv", table.to_csv(index=False))
+    figures = _figures(args, models, ghost_name, layers[0], table, inputs)
+    csv = results_dir(args.results_dir) / f"redundancy_{args.model}.csv"
+    write_text_atomic(csv, table.to_csv(index=False))
     for filename, fig in figures.items():
-        save_figure_atomic(fig, results / "figures" / filename, dpi=130)
-    print(f"wrote {results / 'redundancy.csv'} ({len(table)} rows), figures: {', '.join(figures)}")
+        save_figure_atomic(fig, csv.parent / "figures" / filename, dpi=130)
+    print(f"wrote {csv} ({len(table)} rows), figures: {', '.join(figures)}")
     columns = ["near_duplicate_share", "mean_nn_similarity", "effective_rank"]
     print("mean over layers:\n" + table.groupby("model", sort=False)[columns].mean().round(3).to_string())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with cli_errors():
+        check_results_dir(args.results_dir)
         run(args)
-    except ValueError as error:  # includes DataNotFoundError
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from experiments._cifar_tables import TABLES, main
+from experiments._tables import CIFAR_COMPRESSION, d_sweep, main, s_sweep
+from ghost.train import Dataset
+
+TABLES = [d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10, "vgg16_cifar"), CIFAR_COMPRESSION]
 
 if __name__ == "__main__":
-    sys.exit(main(list(TABLES), __doc__.split("\n\n")[0]))
+    sys.exit(main(TABLES, __doc__.split("\n\n")[0]))

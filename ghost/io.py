@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,20 +17,26 @@ if TYPE_CHECKING:
 __all__ = ["save_figure_atomic", "save_torch_atomic", "write_json_atomic", "write_text_atomic"]
 
 
-def _temporary(path: Path) -> Path:
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file next to ``path`` (its folder created if missing) that replaces ``path`` when the block
+    ends normally and is removed when it raises or is interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (readers see the old file or the whole new one)."""
-    path = Path(path)
-    tmp = _temporary(path)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _replacing(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -39,17 +47,13 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 def save_figure_atomic(figure: Figure, path: str | Path, dpi: int = 150) -> None:
     """``figure.savefig`` to ``path`` atomically (the format follows the suffix)."""
     path = Path(path)
-    tmp = _temporary(path)
-    figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)
-    os.replace(tmp, path)
+    with _replacing(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)
 
 
 def save_torch_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically."""
-    path = Path(path)
-    tmp = _temporary(path)
-    with open(tmp, "wb") as f:
+    with _replacing(Path(path)) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)

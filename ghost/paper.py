@@ -6,7 +6,8 @@ plain (non-Ghost) baselines use ``ratio=None, dw_size=None``. The paper's "FLOPs
 multiply-accumulates (MACs), the convention of :func:`ghost.complexity.count_macs`.
 
 Sources: Table 2 (kernel size ``d`` of the cheap operation, Ghost-VGG-16 with ``s=2``), Table 3 (ratio
-``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper.
+``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper; for ImageNet, Table 7 (ResNet-50 and
+Ghost-ResNet-50) and Table 8 (GhostNet widths against MobileNetV3-Large).
 """
 
 from __future__ import annotations
@@ -58,14 +59,33 @@ CIFAR10_COMPLEXITY: dict[PaperKey, PaperComplexity] = {
     ("ghost_resnet56_cifar", 2, 3): PaperComplexity(0.43, 63.0),
 }
 
-#: ImageNet model sizes reported by the paper (Table 7: Ghost-ResNet-50; Table 8: GhostNet widths), keyed like
-#: the CIFAR dicts; GhostNet widths are keyed ``("ghostnet_<width>", None, None)``. The paper prints the
-#: ResNet-50 FLOPs in billions (4.1B, 2.2B, 1.2B), i.e. to the nearest 100 M.
+#: ImageNet model sizes reported by the paper (Table 7: Ghost-ResNet-50; Table 8: GhostNet widths and
+#: MobileNetV3-Large), keyed like the CIFAR dicts with the registry's names (``ghostnet_050`` is GhostNet 0.5x).
+#: The paper prints the ResNet-50 FLOPs in billions (4.1B, 2.2B, 1.2B), i.e. to the nearest 100 M.
 IMAGENET_COMPLEXITY: dict[PaperKey, PaperComplexity] = {
     ("resnet50", None, None): PaperComplexity(25.6, 4100.0),
     ("ghost_resnet50", 2, 3): PaperComplexity(13.0, 2200.0),
     ("ghost_resnet50", 4, 3): PaperComplexity(6.5, 1200.0),
-    ("ghostnet_0.5", None, None): PaperComplexity(2.6, 42.0),
-    ("ghostnet_1.0", None, None): PaperComplexity(5.2, 141.0),
-    ("ghostnet_1.3", None, None): PaperComplexity(7.3, 226.0),
+    ("ghostnet_050", None, None): PaperComplexity(2.6, 42.0),
+    ("ghostnet_100", None, None): PaperComplexity(5.2, 141.0),
+    ("ghostnet_130", None, None): PaperComplexity(7.3, 226.0),
+    ("mobilenet_v3_large", None, None): PaperComplexity(5.4, 219.0),
+}
+
+#: ImageNet top-1 validation accuracy (%) reported by the paper (Tables 7 and 8).
+IMAGENET_ACCURACY: dict[PaperKey, float] = {
+    ("resnet50", None, None): 75.3,
+    ("ghost_resnet50", 2, 3): 75.0,
+    ("ghost_resnet50", 4, 3): 74.1,
+    ("ghostnet_050", None, None): 66.2,
+    ("ghostnet_100", None, None): 73.9,
+    ("ghostnet_130", None, None): 75.7,
+    ("mobilenet_v3_large", None, None): 75.2,
+}
+
+#: ImageNet top-5 validation accuracy (%) reported by the paper's Table 7.
+IMAGENET_TOP5: dict[PaperKey, float] = {
+    ("resnet50", None, None): 92.2,
+    ("ghost_resnet50", 2, 3): 92.3,
+    ("ghost_resnet50", 4, 3): 91.9,
 }

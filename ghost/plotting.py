@@ -1,10 +1,12 @@
-"""Figures of the CIFAR-10 tables: pure functions from a results DataFrame to a matplotlib Figure.
+"""Figures of the accuracy tables: pure functions from a results DataFrame to a matplotlib Figure.
 
-Each function takes the DataFrame of a results CSV (``results/cifar10_*.csv``, columns ``model, ratio,
-dw_size, macs, acc_mean, acc_std, paper_acc, paper_flops_m, scale``...) and returns a Figure; nothing is
-read or written, and no pyplot state is touched (figures are built with the object API, so they work under
-any backend; notebooks display them, scripts ``savefig`` them). Paper numbers and measured numbers share
-one accuracy axis, so smoke-scale results sit far below the paper's (the title says so).
+Each function takes the DataFrame of a results CSV (``results/cifar10_*.csv``, ``results/imagenette_*.csv``;
+columns ``model, ratio, dw_size, macs, acc_mean, acc_std, paper_acc, paper_flops_m, scale, dataset``...) and
+returns a Figure. What is plotted is read from the rows (the Ghost model and its baseline, the dataset), so
+the same functions draw the CIFAR-10 and the ImageNet tables. Nothing is read or written, and no pyplot
+state is touched (figures are built with the object API, so they work under any backend; notebooks display
+them, scripts ``savefig`` them). Paper numbers and measured numbers share one accuracy axis, so smoke- and
+budget-scale results sit far below the paper's (the title says so).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from matplotlib.ticker import ScalarFormatter
 _NAMES = {
     "vgg16_cifar": "VGG-16",
     "resnet56_cifar": "ResNet-56",
-    "ghost_vgg16_cifar": "Ghost-VGG-16",
-    "ghost_resnet56_cifar": "Ghost-ResNet-56",
+    "resnet50": "ResNet-50",
+    "ghostnet_050": "GhostNet 0.5x",
+    "ghostnet_100": "GhostNet 1.0x",
+    "ghostnet_130": "GhostNet 1.3x",
+    "mobilenet_v3_large": "MobileNetV3-Large",
+}
+_GHOST = "ghost_"
+_NOTES = {
+    "smoke": "SMOKE SCALE: measured accuracies are not comparable to the paper's",
+    "budget": "BUDGET SCALE: real accuracies of a short, reduced-resolution run, not comparable to the paper's",
 }
 MEASURED_STYLE = {"color": "tab:blue", "marker": "o"}
 PAPER_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--"}
@@ -32,22 +42,28 @@ def _missing(value: object) -> bool:
 
 def display_name(model: str, ratio: float | None = None, dw_size: float | None = None) -> str:
     """Human name of a model, e.g. ``Ghost-VGG-16 (s=2, d=3)`` or ``ResNet-56``."""
-    name = _NAMES.get(model, model)
+    base = model[len(_GHOST):] if model.startswith(_GHOST) else model
+    name = ("Ghost-" if model.startswith(_GHOST) else "") + _NAMES.get(base, base)
     if _missing(ratio) or _missing(dw_size):
         return name
     return f"{name} (s={int(ratio)}, d={int(dw_size)})"
 
 
 def _title(df: pd.DataFrame, title: str) -> str:
-    scale = ", ".join(sorted(set(df["scale"].astype(str))))
     recipes = ", ".join(sorted(set(df["recipe"].astype(str))))
-    note = "\nSMOKE SCALE: measured accuracies are not comparable to the paper's" if "smoke" in scale else ""
-    return f"{title} (recipe {recipes}){note}"
+    notes = [_NOTES[scale] for scale in ("smoke", "budget") if scale in set(df["scale"].astype(str))]
+    return "\n".join([f"{title} (recipe {recipes})", *notes[:1]])
 
 
-def _baseline(df: pd.DataFrame, model: str) -> pd.Series | None:
-    rows = df[df["model"] == model]
-    return None if rows.empty else rows.iloc[0]
+def _dataset(df: pd.DataFrame) -> str:
+    return ", ".join(sorted(set(df["dataset"].astype(str)))) if "dataset" in df else "CIFAR-10"
+
+
+def _sweep_rows(df: pd.DataFrame, x: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """The Ghost rows of a sweep sorted by ``x``, and the baseline row (the one plain model), if any."""
+    ghost = df[df["model"].str.startswith(_GHOST)].sort_values(x)
+    plain = df[~df["model"].str.startswith(_GHOST)]
+    return ghost, None if plain.empty else plain.iloc[0]
 
 
 def _accuracy_lines(ax: Axes, x: pd.Series, rows: pd.DataFrame) -> None:
@@ -74,28 +90,29 @@ def _legend(fig: Figure, *axes: Axes) -> None:
 
 
 def plot_d_sweep(df: pd.DataFrame) -> Figure:
-    """Accuracy of Ghost-VGG-16 (s=2) against the cheap operation's kernel size d, VGG-16 as reference."""
-    rows = df[df["model"] == "ghost_vgg16_cifar"].sort_values("dw_size")
+    """Accuracy of a Ghost model against the cheap operation's kernel size d, its baseline as reference."""
+    rows, base = _sweep_rows(df, "dw_size")
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     _accuracy_lines(ax, rows["dw_size"], rows)
-    _baseline_lines(ax, _baseline(df, "vgg16_cifar"))
+    _baseline_lines(ax, base)
     ax.set_xticks(rows["dw_size"].astype(int).tolist())
     ax.set_xlabel("kernel size d of the cheap operation")
-    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
-    ax.set_title(_title(df, "Ghost-VGG-16 (s=2): accuracy vs d"), fontsize=10)
+    ax.set_ylabel(f"{_dataset(df)} top-1 accuracy (%)")
+    name = display_name(rows["model"].iloc[0])
+    ax.set_title(_title(df, f"{name} (s={int(rows['ratio'].iloc[0])}): accuracy vs d"), fontsize=10)
     _legend(fig, ax)
     ax.grid(alpha=0.3)
     return fig
 
 
 def plot_s_sweep(df: pd.DataFrame) -> Figure:
-    """Accuracy of Ghost-VGG-16 (d=3) against the ratio s, with measured and paper FLOPs on a second axis."""
-    rows = df[df["model"] == "ghost_vgg16_cifar"].sort_values("ratio")
+    """Accuracy of a Ghost model against the ratio s, with measured and paper FLOPs on a second axis."""
+    rows, base = _sweep_rows(df, "ratio")
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     _accuracy_lines(ax, rows["ratio"], rows)
-    _baseline_lines(ax, _baseline(df, "vgg16_cifar"))
+    _baseline_lines(ax, base)
     flops = ax.twinx()
     flops.plot(rows["ratio"], rows["macs"] / 1e6, color="tab:gray", marker="^", label="FLOPs, measured")
     flops.plot(
@@ -110,15 +127,17 @@ def plot_s_sweep(df: pd.DataFrame) -> Figure:
     flops.set_ylim(bottom=0)
     ax.set_xticks(rows["ratio"].astype(int).tolist())
     ax.set_xlabel("ratio s")
-    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
-    ax.set_title(_title(df, "Ghost-VGG-16 (d=3): accuracy and FLOPs vs s"), fontsize=10)
+    ax.set_ylabel(f"{_dataset(df)} top-1 accuracy (%)")
+    name = display_name(rows["model"].iloc[0])
+    ax.set_title(_title(df, f"{name} (d={int(rows['dw_size'].iloc[0])}): accuracy and FLOPs vs s"), fontsize=10)
     _legend(fig, ax, flops)
     ax.grid(alpha=0.3)
     return fig
 
 
 def plot_compression(df: pd.DataFrame) -> Figure:
-    """Accuracy against FLOPs of the compression table: paper points and measured points in one plot."""
+    """Accuracy against FLOPs of a comparison table: paper points and measured points in one plot, each Ghost
+    model joined to its baseline when both are present."""
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     for kind, x_col, y_col, style in (
@@ -131,9 +150,9 @@ def plot_compression(df: pd.DataFrame) -> Figure:
             ax.annotate(
                 display_name(row["model"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
             )
-        for base, ghost in (("vgg16_cifar", "ghost_vgg16_cifar"), ("resnet56_cifar", "ghost_resnet56_cifar")):
-            pair = df["model"].isin([base, ghost])
-            if pair.sum() == 2:
+        for ghost in sorted(m for m in set(df["model"]) if m.startswith(_GHOST)):
+            pair = df["model"].isin([ghost[len(_GHOST):], ghost])
+            if pair.sum() >= 2:
                 ax.plot(
                     x[pair],
                     df.loc[pair, y_col],
@@ -146,8 +165,8 @@ def plot_compression(df: pd.DataFrame) -> Figure:
     ax.xaxis.set_minor_formatter(ScalarFormatter())
     ax.margins(x=0.15, y=0.08)
     ax.set_xlabel("FLOPs (M multiply-accumulates, log scale)")
-    ax.set_ylabel("CIFAR-10 top-1 accuracy (%)")
-    ax.set_title(_title(df, "CIFAR-10 compression: accuracy vs FLOPs"), fontsize=10)
+    ax.set_ylabel(f"{_dataset(df)} top-1 accuracy (%)")
+    ax.set_title(_title(df, f"{_dataset(df)}: accuracy vs FLOPs"), fontsize=10)
     _legend(fig, ax)
     ax.grid(alpha=0.3, which="both")
     return fig

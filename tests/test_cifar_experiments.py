@@ -10,7 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 from test_data import write_fake_cifar10
 
-from experiments import _cifar_tables, bench_train
+from experiments import _tables, bench_train
+from experiments.reproduce import TABLES
 from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
 from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
 from ghost.train.recipes import RECIPES_DIR
@@ -55,7 +56,7 @@ def micro_recipe(tmp_path: Path) -> Path:
 
 
 def test_tables_cover_the_papers_ten_configurations_with_paper_numbers() -> None:
-    keys = {key for table in _cifar_tables.TABLES.values() for key in table.configs}
+    keys = {key for table in TABLES for key in table.configs}
     assert len(keys) == 10
     for model, ratio, dw_size in keys:
         key = paper_key(model, ratio, dw_size)
@@ -71,7 +72,7 @@ def test_compression_table_end_to_end_then_skips_finished_runs(
     runs, results = tmp_path / "runs", tmp_path / "results"
     argv = ["--recipe", str(micro_recipe), "--runs-dir", str(runs), "--results-dir", str(results)]
     argv += ["--data", str(fake_root), "--device", "cpu", "--no-progress"]
-    assert _cifar_tables.main(["compression"], "test", argv) == 0
+    assert _tables.main([_tables.CIFAR_COMPRESSION], "test", argv) == 0
     assert "4 runs (0 finished already)" in capsys.readouterr().out
 
     df = pd.read_csv(results / "cifar10_compression.csv")
@@ -87,7 +88,7 @@ def test_compression_table_end_to_end_then_skips_finished_runs(
     assert (results / "figures" / "cifar10_compression.png").stat().st_size > 10_000
 
     model_files = {p: p.stat().st_mtime_ns for p in runs.rglob("model.pt")}
-    assert _cifar_tables.main(["compression"], "test", argv) == 0
+    assert _tables.main([_tables.CIFAR_COMPRESSION], "test", argv) == 0
     assert "4 runs (4 finished already)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("model.pt")} == model_files
 
@@ -96,10 +97,15 @@ def test_table_cli_bad_input(micro_recipe: Path, tmp_path: Path, capsys: pytest.
     for argv, expected in (
         (["--recipe", "nope"], "unknown recipe 'nope'"),
         (["--seeds", "0"], "--seeds and --jobs must be >= 1"),
+        (["--recipe", "imagenet-smoke"], "recipe 'imagenet-smoke' trains on imagenet, not cifar10"),
+        (["--only", "resnet50"], "resnet50 is not in the table cifar10_d_sweep; choose from"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--results-dir", str(micro_recipe)], "is a file, not a folder"),
         (["--recipe", str(micro_recipe), "--data", str(tmp_path / "nowhere")], "CIFAR-10 not found"),
     ):
         with pytest.raises(SystemExit) as exit_info:
-            _cifar_tables.main(["d_sweep"], "test", [*argv, "--runs-dir", str(tmp_path / "runs")])
+            _tables.main(_tables.sweep_tables(_tables.d_sweep), "test",
+                         [*argv, "--runs-dir", str(tmp_path / "runs")])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1
@@ -121,7 +127,8 @@ def _synthetic_table(configs: list[tuple[str, int | None, int | None]]) -> pd.Da
                 "paper_acc": CIFAR10_ACCURACY[key],
                 "paper_flops_m": CIFAR10_COMPLEXITY[key].flops_m,
                 "recipe": "quick",
-                "scale": "smoke (quick recipe, CPU)",
+                "scale": "smoke",
+                "dataset": "CIFAR-10",
             }
         )
     return pd.DataFrame(rows)
@@ -129,10 +136,10 @@ def _synthetic_table(configs: list[tuple[str, int | None, int | None]]) -> pd.Da
 
 @pytest.mark.parametrize(
     ("table", "plot"),
-    [("d_sweep", plot_d_sweep), ("s_sweep", plot_s_sweep), ("compression", plot_compression)],
+    [(0, plot_d_sweep), (1, plot_s_sweep), (2, plot_compression)],
 )
-def test_figures_are_pure_and_show_measured_and_paper(table: str, plot) -> None:
-    df = _synthetic_table(list(_cifar_tables.TABLES[table].configs))
+def test_figures_are_pure_and_show_measured_and_paper(table: int, plot) -> None:
+    df = _synthetic_table(list(TABLES[table].configs))
     before = df.copy()
     fig = plot(df)
     assert isinstance(fig, Figure)
@@ -141,7 +148,8 @@ def test_figures_are_pure_and_show_measured_and_paper(table: str, plot) -> None:
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "measured" in labels and "paper" in labels
     assert "SMOKE SCALE" in ax.get_title()
-    if table == "s_sweep":
+    assert "CIFAR-10" in ax.get_ylabel() and ("VGG-16" in ax.get_title() or table == 2)
+    if table == 1:
         assert len(fig.axes) == 2 and "FLOPs" in fig.axes[1].get_ylabel()
 
 

@@ -43,7 +43,8 @@ from ghost.redundancy import (
     top_pairs,
     weights_kind,
 )
-from ghost.train.engine import FINAL, MODEL, build_model
+from ghost.train import build_model
+from ghost.train.store import FINAL, MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,29 +329,59 @@ def fake_run(runs: Path, model: str, ratio: int | None, dw_size: int | None, acc
     return run
 
 
-def test_load_model_prefers_trained_runs_and_says_untrained_otherwise(tmp_path):
-    untrained = load_model("resnet56_cifar", runs=tmp_path / "none")
+def test_load_model_loads_what_it_is_given(tmp_path):
+    untrained = load_model("resnet56_cifar")
     assert not untrained.trained and untrained.weights == "untrained (random init, seed 0)"
     assert not untrained.model.training
-    fake_run(tmp_path / "smoke", "resnet56_cifar", None, None, 93.12)  # best accuracy, but smoke scale
-    fake_run(tmp_path / "seed1", "resnet56_cifar", None, None, 60.0, scale="full", seed=1)  # a higher seed
     run = fake_run(tmp_path, "resnet56_cifar", None, None, 51.25, scale="full")
-    fake_run(tmp_path / "other", "ghost_vgg16_cifar", 2, 1, 50.0)  # d=1: not the requested d=3
-    trained = load_model("resnet56_cifar", runs=tmp_path)  # never chosen by test accuracy
+    trained = load_model("resnet56_cifar", run)
     assert trained.trained and trained.weights == f"trained: {run} (full; test accuracy 51.25%)"
     assert weights_kind(trained.weights) == "trained"
-    assert weights_kind(load_model("resnet56_cifar", tmp_path / "smoke" / "recipe" / "resnet56_cifar" / "seed0")
-                        .weights) == "smoke-trained"
+    smoke = fake_run(tmp_path / "smoke", "resnet56_cifar", None, None, 93.12)
+    assert weights_kind(load_model("resnet56_cifar", smoke).weights) == "smoke-trained"
     saved = torch.load(run / MODEL, weights_only=True)
     assert torch.equal(trained.model.state_dict()["conv1.weight"], saved["conv1.weight"])
-    assert not load_model("ghost_vgg16_cifar", runs=tmp_path, dw_size=3).trained
-    assert load_model("ghost_vgg16_cifar", runs=tmp_path, dw_size=1).trained
     file = load_model("resnet56_cifar", run / MODEL)
     assert file.weights == f"weights: {run / MODEL}"
     with pytest.raises(ValueError, match="is a run of resnet56_cifar, not vgg16_cifar"):
         load_model("vgg16_cifar", run)
     with pytest.raises(ValueError, match="not a state_dict of vgg16_cifar"):
         load_model("vgg16_cifar", run / MODEL)
+
+
+@pytest.mark.parametrize("content", [b"", b"junk\n", b"not a checkpoint\n", b"\x00" * 64, "truncated"])
+def test_load_model_names_unreadable_weights(content, tmp_path):
+    run = fake_run(tmp_path, "resnet56_cifar", None, None, 50.0)
+    weights = run / MODEL
+    weights.write_bytes(weights.read_bytes()[:100] if content == "truncated" else content)
+    with pytest.raises(ValueError, match=f"^{weights} cannot be read as PyTorch weights .*; pass a state_dict"):
+        load_model("resnet56_cifar", weights)
+    with pytest.raises(ValueError, match="corrupt") as error:  # the same file in its run folder
+        load_model("resnet56_cifar", run)
+    assert str(weights) in str(error.value)
+
+
+def test_cli_chooses_full_then_budget_then_smoke_then_lowest_seed_then_newest(tmp_path):
+    assert cli.chosen_run("resnet56_cifar", tmp_path / "none", 2, 3) is None
+    fake_run(tmp_path / "smoke", "resnet56_cifar", None, None, 93.12)  # best accuracy, but smoke scale
+    budget = fake_run(tmp_path / "budget", "resnet56_cifar", None, None, 70.0, scale="budget")
+    assert cli.chosen_run("resnet56_cifar", tmp_path, 2, 3) == budget
+    fake_run(tmp_path / "seed1", "resnet56_cifar", None, None, 60.0, scale="full", seed=1)
+    older = fake_run(tmp_path / "older", "resnet56_cifar", None, None, 55.0, scale="full")
+    newer = fake_run(tmp_path / "newer", "resnet56_cifar", None, None, 51.25, scale="full")
+    os.utime(older / FINAL, (1_000_000, 1_000_000))
+    assert cli.chosen_run("resnet56_cifar", tmp_path, 2, 3) == newer  # never chosen by test accuracy
+    ghost = fake_run(tmp_path / "ghost", "ghost_vgg16_cifar", 2, 1, 50.0)  # d=1: not the requested d=3
+    assert cli.chosen_run("ghost_vgg16_cifar", tmp_path, 2, 3) is None
+    assert cli.chosen_run("ghost_vgg16_cifar", tmp_path, 2, 1) == ghost
+
+
+@pytest.mark.parametrize(
+    ("scale", "rank"),
+    [("full", 0), ("budget", 1), ("smoke", 2), ("smoke (quick recipe, CPU)", 2), ("full (paper recipe)", 0)],
+)
+def test_cli_scale_rank_reads_old_free_text_scales(scale, rank):
+    assert cli.scale_rank(scale) == rank
 
 
 # --- ImageNet samples ------------------------------------------------------------------------------
@@ -384,7 +415,7 @@ def test_cli_writes_csv_and_figures(cifar10_root, tmp_path, capsys):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "untrained" in printed and "learned redundancy needs trained weights" in printed
-    table = pd.read_csv(out / "redundancy.csv")
+    table = pd.read_csv(out / "redundancy_vgg16_cifar.csv")
     assert set(table["model"]) == {"vgg16_cifar", "ghost_vgg16_cifar"} and len(table) == 24
     assert table["layer"].iloc[0] == "features.5"  # the second conv's ReLU, where both models compare
     assert table["weights"].str.startswith("untrained").all()
@@ -394,8 +425,8 @@ def test_cli_writes_csv_and_figures(cifar10_root, tmp_path, capsys):
         assert column in table
     assert table["near_duplicate_share"].between(0, 1).all()
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == ["redundancy_ghost_maps_ghost_vgg16_cifar.png", "redundancy_layers.png",
-                       "redundancy_mse_vs_d.png", "redundancy_pairs_vgg16_cifar.png"]
+    assert figures == ["redundancy_ghost_maps_ghost_vgg16_cifar.png", "redundancy_layers_vgg16_cifar.png",
+                       "redundancy_mse_vs_d_vgg16_cifar.png", "redundancy_pairs_vgg16_cifar.png"]
 
 
 @pytest.mark.parametrize(
@@ -412,9 +443,11 @@ def test_cli_bad_input_one_line_and_no_partial_output(argv, message, cifar10_roo
     out = tmp_path / "results"
     base = ["--data", str(cifar10_root), "--runs", str(tmp_path), "--results-dir", str(out)]
     base += ["--num-images", "2"]
-    assert cli.main(base + argv) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(base + argv)
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.exists()
 
 

@@ -29,6 +29,7 @@ from ghost.train import (
     load_trained,
     run_dir,
     train,
+    train_one_epoch,
 )
 from ghost.train.recipes import recipe_from_dict
 
@@ -37,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {
     "name": "tiny",
     "description": "test recipe",
-    "scale": "smoke (test)",
+    "dataset": "cifar10",
+    "scale": "smoke",
     "batch_size": 32,
     "iterations": None,
     "epochs": 3,
@@ -57,6 +59,9 @@ TINY_RECIPE = {
     "bf16": True,
     "channels_last": True,
     "compile": False,
+    "train_crop": None,
+    "eval_resize": None,
+    "eval_crop": None,
 }
 
 
@@ -117,8 +122,9 @@ def test_cosine_warmup_and_overrides() -> None:
     assert lrs[:10] == pytest.approx([0.005 * (i + 1) for i in range(10)])  # linear warmup
     assert lrs[10] == pytest.approx(0.05) and lrs[-1] < 0.002
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
-    short = load_recipe("paper").with_overrides(epochs=4, train_subset=100)
+    short = load_recipe("paper").with_overrides(epochs=4, train_subset=100, batch_size=32)
     assert short.length == (4, "epochs") and short.milestones == (2, 3) and short.train_subset == 100
+    assert (short.batch_size, short.lr) == (32, pytest.approx(0.1 * 32 / 128))  # linear scaling rule
 
 
 def test_bad_recipes_are_rejected(tmp_path: Path) -> None:
@@ -130,8 +136,14 @@ def test_bad_recipes_are_rejected(tmp_path: Path) -> None:
         load_recipe(path)
     with pytest.raises(ValueError, match="exactly one of 'iterations' and 'epochs'"):
         recipe_from_dict({**TINY_RECIPE, "iterations": 100})
-    with pytest.raises(ValueError, match="--epochs must be >= 1"):
+    with pytest.raises(ValueError, match="number of epochs must be >= 1"):
         load_recipe("quick").with_overrides(epochs=0)
+    with pytest.raises(ValueError, match="'scale' must be one of full, budget, smoke"):
+        recipe_from_dict({**TINY_RECIPE, "scale": "smoke (test)"})
+    with pytest.raises(ValueError, match="an imagenet recipe needs train_crop"):
+        recipe_from_dict({**TINY_RECIPE, "dataset": "imagenet"})
+    with pytest.raises(ValueError, match="a cifar10 recipe has null train_crop"):
+        recipe_from_dict({**TINY_RECIPE, "train_crop": 32})
 
 
 # ---------------------------------------------------------------- engine
@@ -146,12 +158,12 @@ def test_engine_is_deterministic_and_learns(fake_root: Path) -> None:
 
     def run() -> tuple[list[float], nn.Module]:
         torch.manual_seed(0)
-        engine = Engine(tiny_net(), recipe, torch.device("cpu"), data.steps_per_epoch(32))
-        losses = []
+        engine = Engine.create(tiny_net(), recipe, torch.device("cpu"))
+        spe, losses = data.steps_per_epoch(32), []
         for epoch in range(recipe.epochs):
-            first = epoch * engine.steps_per_epoch
             batches = data.train_batches(32, torch.Generator().manual_seed(epoch))
-            losses.append(engine.train_steps(batches, first, first + engine.steps_per_epoch)[0])
+            steps = range(epoch * spe, (epoch + 1) * spe)
+            losses.append(train_one_epoch(engine, batches, steps, lambda s: recipe.lr_at(s, spe)).loss)
         return losses, engine.model
 
     losses, model = run()
@@ -180,7 +192,7 @@ def test_train_writes_results_and_skips_finished_runs(
         p.numel() for p in tiny_net().parameters()
     )
     assert {"model", "ratio", "dw_size", "recipe", "seed"} <= set(final["config"])
-    assert final["config"]["recipe_spec"]["epochs"] == 3 and final["scale"] == "smoke (test)"
+    assert final["config"]["recipe_spec"]["epochs"] == 3 and final["scale"] == "smoke"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["test_acc"] == "nan" and float(rows[-1]["test_acc"]) == final["test_acc"]
@@ -311,7 +323,11 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_results(fake_root: Pa
         (["--model", "ghost_vgg16_cifar", "--dw-size", "4", "--recipe", "quick"], "dw_size"),
         (["--model", "ghost_vgg16_cifar", "--ratio", "0", "--recipe", "quick"], "ratio"),
         (["--model", "vgg16_cifar", "--ratio", "2", "--recipe", "quick"], "apply only to Ghost models"),
-        (["--model", "vgg16_cifar", "--recipe", "quick", "--epochs", "0"], "--epochs must be >= 1"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--epochs", "0"], "number of epochs must be >= 1"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--train-subset", "999999"], "exceeds the 320 images"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--device", "tpu"], "unknown device 'tpu'"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--dataset", "imagenet"], "trains on cifar10, not imagenet"),
+        (["--model", "vgg16_cifar", "--recipe", "quick", "--accumulate", "3"], "does not split into 1 processes x 3"),
     ],
 )
 def test_cli_bad_input_exits_with_one_line(

@@ -54,7 +54,7 @@ class ImageFolderData:
     def describe(self) -> dict[str, object]:
         """What a result records about the copy (JSON-ready)."""
         return {
-            "path": str(self.root),
+            "root": str(self.root),
             "layout": "imagefolder",
             "classes": len(self.classes),
             "train_images": len(self.train),

@@ -13,7 +13,7 @@ from ghost.data import CIFAR10_MEAN, CIFAR10_STD, data_label, describe_cifar10, 
 from ghost.data.batches import DeviceData, class_balanced_subset
 from ghost.data.imagenet import load_imagenet_samples
 from ghost.models import GHOST_PREFIX, create_model, default_input_size
-from ghost.train import DEFAULT_RUNS_DIR, find_runs, load_final, load_trained
+from ghost.train import load_trained
 
 __all__ = ["AnalysisInputs", "LoadedModel", "load_inputs", "load_model", "weights_kind"]
 
@@ -48,54 +48,59 @@ class AnalysisInputs:
     data: str
 
 
-def _chosen_run(name: str, runs: Path, ratio: int, dw_size: int) -> Path | None:
-    """The finished run of ``name`` (a Ghost model: with this ratio and dw_size) to analyse, or None.
+def _trained_run(name: str, run: Path) -> LoadedModel:
+    """The final model of the finished training run folder ``run``, which must be a run of ``name``."""
+    model, final = load_trained(run)  # a missing or corrupt final.json or model.pt: a ValueError naming it
+    if final["config"]["model"] != name:
+        raise ValueError(f"{run} is a run of {final['config']['model']}, not {name}; pass a run of {name}")
+    return LoadedModel(model.eval(), f"trained: {run} ({final['scale']}; test accuracy {final['test_acc']:.4g}%)")
 
-    Full-scale runs are preferred to smoke-scale ones, then the lowest seed, then the newest. Test accuracy
-    plays no part, so the choice never depends on the test set.
-    """
-    chosen: tuple[bool, int, float, Path] | None = None
-    for run in find_runs(runs):
-        final = load_final(run)
-        config = final["config"]
-        same_ghost = (config.get("ratio"), config.get("dw_size")) == (ratio, dw_size)
-        if config.get("model") == name and (same_ghost or not name.startswith(GHOST_PREFIX)):
-            key = ("smoke" in str(final.get("scale", "")), int(config.get("seed", 0)),
-                   -(run / "final.json").stat().st_mtime, run)
-            chosen = key if chosen is None or key[:3] < chosen[:3] else chosen
-    return None if chosen is None else chosen[3]
+
+def _weights_file(name: str, path: Path, options: dict[str, int]) -> LoadedModel:
+    """``name`` built with ``options`` and the ``state_dict`` saved in the file ``path``."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # e.g. permission denied: says itself what is wrong with the file
+    except Exception as error:  # a damaged or foreign file fails in many ways inside torch.load
+        raise ValueError(
+            f"{path} cannot be read as PyTorch weights (damaged or another format: {type(error).__name__}); "
+            "pass a state_dict saved with torch.save"
+        ) from None
+    model = create_model(name, **options)
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a state_dict of {name} ({first}); pass that model's weights") from None
+    return LoadedModel(model.eval(), f"weights: {path}")
 
 
 def load_model(
-    name: str,
-    checkpoint: str | Path | None = None,
-    *,
-    runs: str | Path | None = DEFAULT_RUNS_DIR,
-    ratio: int = 2,
-    dw_size: int = 3,
-    seed: int = 0,
+    name: str, checkpoint: str | Path | None = None, *, ratio: int = 2, dw_size: int = 3, seed: int = 0
 ) -> LoadedModel:
-    """Build ``name`` (a :func:`ghost.models.create_model` name) with trained weights when available.
+    """Build ``name`` (a :func:`ghost.models.create_model` name) with the weights of ``checkpoint``.
+
+    Which training run to analyse is the caller's choice (``python -m experiments.redundancy`` picks one
+    under ``runs/``); this function loads exactly what it is given.
 
     Args:
         name: e.g. ``"vgg16_cifar"`` or ``"ghost_vgg16_cifar"``.
-        checkpoint: a finished training run folder (with ``final.json``) or a ``state_dict`` file of this
-            model; ``None`` uses a finished run of ``name`` under ``runs`` (full scale before smoke scale, then
-            the lowest seed, then the newest; never chosen by test accuracy).
-        runs: where training runs are looked up (``None``: never; a missing folder holds no runs).
-        ratio, dw_size: ``s`` and ``d`` of a Ghost model (runs must match them too).
-        seed: seed of the random initialisation when no weights are found.
+        checkpoint: a finished training run folder of ``name`` (with ``final.json``) or a ``state_dict`` file
+            of this model; ``None``: random initialisation.
+        ratio, dw_size: ``s`` and ``d`` of a Ghost model built for a ``state_dict`` file or at random (a run
+            folder's own configuration decides for a run).
+        seed: seed of the random initialisation when ``checkpoint`` is None.
 
     Returns:
-        The model in eval mode on the CPU and the description of its weights; without a checkpoint or a
-        run it is randomly initialised and the description starts with ``"untrained"``.
+        The model in eval mode on the CPU and the description of its weights; without a checkpoint it is
+        randomly initialised and the description starts with ``"untrained"``.
 
     Raises:
-        ValueError: a checkpoint that does not exist, is a run of another model, or does not fit the model.
+        ValueError: a checkpoint that does not exist, cannot be read, is a run of another model, or does not
+            fit the model.
     """
     options = {"ratio": ratio, "dw_size": dw_size} if name.startswith(GHOST_PREFIX) else {}
-    if checkpoint is None and runs is not None and Path(runs).is_dir():
-        checkpoint = _chosen_run(name, Path(runs), ratio, dw_size)
     if checkpoint is None:
         with torch.random.fork_rng():  # seeded, without touching the caller's random state
             torch.manual_seed(seed)
@@ -103,20 +108,10 @@ def load_model(
         return LoadedModel(model.eval(), f"untrained (random init, seed {seed})")
     path = Path(checkpoint)
     if path.is_dir():
-        model, final = load_trained(path)
-        if final["config"]["model"] != name:
-            raise ValueError(f"{path} is a run of {final['config']['model']}, not {name}; pass a run of {name}")
-        trained = f"trained: {path} ({final['scale']}; test accuracy {final['test_acc']:.4g}%)"
-        return LoadedModel(model.eval(), trained)
+        return _trained_run(name, path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist; pass a training run folder or a state_dict file")
-    model = create_model(name, **options)
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError, TypeError, AttributeError) as error:
-        first = str(error).splitlines()[0]
-        raise ValueError(f"{path} is not a state_dict of {name} ({first}); pass that model's weights") from None
-    return LoadedModel(model.eval(), f"weights: {path}")
+    return _weights_file(name, path, options)
 
 
 def load_inputs(

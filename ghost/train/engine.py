@@ -33,7 +33,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ghost.complexity import count_macs, count_params
-from ghost.models import GHOST_PREFIX, create_model
+from ghost.layers import check_dw_size, check_ratio
+from ghost.models import GHOST_PREFIX, create_model, default_input_size
 from ghost.provenance import command_line, git_commit, hardware
 from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
 from ghost.train.recipes import Recipe
@@ -55,9 +56,10 @@ class TrainConfig:
     dw_size: int | None = None
 
     def __post_init__(self) -> None:
+        default_input_size(self.model)  # raises for an unknown model, before any data is read
         if self.model.startswith(GHOST_PREFIX):
-            object.__setattr__(self, "ratio", 2 if self.ratio is None else self.ratio)
-            object.__setattr__(self, "dw_size", 3 if self.dw_size is None else self.dw_size)
+            object.__setattr__(self, "ratio", check_ratio(2 if self.ratio is None else self.ratio))
+            object.__setattr__(self, "dw_size", check_dw_size(3 if self.dw_size is None else self.dw_size))
         elif self.ratio is not None or self.dw_size is not None:
             raise ValueError(
                 f"ratio and dw_size apply only to Ghost models ('{GHOST_PREFIX}...'), not to {self.model!r}; "
@@ -115,7 +117,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"training runs on cpu or cuda, not {device.type!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("a CUDA device was requested but none is available; train on the CPU")
+        raise ValueError("a CUDA device was requested but none is available; use the CPU")
     return device
 
 

@@ -81,6 +81,7 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "input_size": "x".join(map(str, config.get("input_size", (3, 32, 32))[1:])),
                 "test_images": config["test_images"],
                 "data": final["data"]["label"],
+                "data_root": final["data"]["root"],
                 "hardware": final["hardware"],
                 "commit": final["commit"],
                 "torch": final["torch"],

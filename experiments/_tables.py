@@ -1,0 +1,369 @@
+"""Shared machinery of the table experiments: the CIFAR-10 tables (sweep_d, sweep_s, cifar_compression,
+reproduce) and the ImageNet-format tables (imagenet_table7, imagenet_ghostnet, and the sweeps with
+``--dataset imagenet``).
+
+Each table is a list of configurations. Every (configuration, seed) is trained once into its run folder
+``<runs-dir>/<recipe>/<model>[-s<s>-d<d>]/seed<k>`` (shared between tables, skipped when finished; with
+``--launcher submitit`` each run is a job of submitit's executor, e.g. on Slurm), then the table is rebuilt
+from the finished runs: ``<results-dir>/<name>.{csv,md}`` and ``figures/<name>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
+from ghost.complexity import count_macs, count_params
+from ghost.data import download_cifar10, load_cifar10
+from ghost.io import save_figure_atomic, write_text_atomic
+from ghost.models import GHOST_PREFIX, default_input_size
+from ghost.paper import (
+    CIFAR10_ACCURACY,
+    CIFAR10_COMPLEXITY,
+    IMAGENET_ACCURACY,
+    IMAGENET_COMPLEXITY,
+    IMAGENET_TOP5,
+    PaperKey,
+    paper_key,
+)
+from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_s_sweep
+from ghost.provenance import command_line
+from ghost.train import (
+    DEFAULT_RUNS_DIR,
+    Dataset,
+    Parallelism,
+    Recipe,
+    Scale,
+    TrainConfig,
+    build_model,
+    list_recipes,
+    load_recipe,
+    run_dir,
+    runs_frame,
+    train,
+)
+
+DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-budget"}
+SWEEP_MODELS = {Dataset.CIFAR10: "vgg16_cifar", Dataset.IMAGENET: "resnet50"}
+_PAPER_CLASSES = {Dataset.CIFAR10: 10, Dataset.IMAGENET: 1000}
+_BANNERS = {
+    Scale.SMOKE: "**SMOKE SCALE**: these accuracies only show that the pipeline runs end to end (tiny training "
+    "subset, very few epochs); they are not comparable to the paper's.",
+    Scale.BUDGET: "**BUDGET SCALE**: real accuracies of a short, reduced-resolution run on this machine, far from "
+    "converged; they are not comparable to the paper's.",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: its file name, title, the dataset it trains on, its configurations and its figure."""
+
+    name: str
+    title: str
+    dataset: Dataset
+    configs: tuple[PaperKey, ...]
+    plot: Callable[[pd.DataFrame], Figure]
+
+
+def d_sweep(dataset: Dataset, model: str) -> Table:
+    """Ghost-``model`` (s=2) for d in {1,3,5,7} beside ``model`` (the paper's Table 2 for VGG-16)."""
+    return Table(_table_name(dataset, "d_sweep", model),
+                 f"{display_name(ghost_name(model))} (s=2): kernel size d of the cheap operation"
+                 + (" (paper Table 2)" if model == "vgg16_cifar" else ""),
+                 dataset, ((model, None, None), *((ghost_name(model), 2, d) for d in (1, 3, 5, 7))), plot_d_sweep)
+
+
+def s_sweep(dataset: Dataset, model: str) -> Table:
+    """Ghost-``model`` (d=3) for s in {2,3,4,5} beside ``model`` (the paper's Table 3 for VGG-16)."""
+    paper = " (paper Table 3)" if model == "vgg16_cifar" else ""
+    return Table(_table_name(dataset, "s_sweep", model), f"{display_name(ghost_name(model))} (d=3): ratio s{paper}",
+                 dataset, ((model, None, None), *((ghost_name(model), s, 3) for s in (2, 3, 4, 5))), plot_s_sweep)
+
+
+CIFAR_COMPRESSION = Table(
+    "cifar10_compression", "Compressing VGG-16 and ResNet-56 on CIFAR-10 (paper Table 4)", Dataset.CIFAR10,
+    (("vgg16_cifar", None, None), ("ghost_vgg16_cifar", 2, 3), ("resnet56_cifar", None, None),
+     ("ghost_resnet56_cifar", 2, 3)), plot_compression,
+)
+IMAGENET_TABLE7 = Table(
+    "imagenette_table7", "ResNet-50 and Ghost-ResNet-50 (paper Table 7)", Dataset.IMAGENET,
+    (("resnet50", None, None), ("ghost_resnet50", 2, 3), ("ghost_resnet50", 4, 3)), plot_compression,
+)
+IMAGENET_GHOSTNET = Table(
+    "imagenette_ghostnet", "GhostNet widths against MobileNetV3-Large (paper Table 8)", Dataset.IMAGENET,
+    (("ghostnet_050", None, None), ("ghostnet_100", None, None), ("ghostnet_130", None, None),
+     ("mobilenet_v3_large", None, None)), plot_compression,
+)
+
+
+def ghost_name(model: str) -> str:
+    """The name of ``model``'s Ghost variant."""
+    return GHOST_PREFIX + model
+
+
+def _table_name(dataset: Dataset, kind: str, model: str) -> str:
+    prefix = "cifar10" if dataset == Dataset.CIFAR10 else "imagenette"
+    return f"{prefix}_{kind}" if model == SWEEP_MODELS[dataset] else f"{prefix}_{kind}_{model}"
+
+
+def parser(description: str, sweep: bool = False) -> argparse.ArgumentParser:
+    """The options shared by the table experiments (``sweep``: also ``--dataset`` and ``--model``)."""
+    p = argparse.ArgumentParser(description=description)
+    if sweep:
+        p.add_argument("--dataset", choices=[str(d) for d in Dataset], default="cifar10", help="default cifar10")
+        p.add_argument("--model", help=f"the baseline to sweep (default {SWEEP_MODELS[Dataset.CIFAR10]} on cifar10, "
+                                       f"{SWEEP_MODELS[Dataset.IMAGENET]} on imagenet)")
+    p.add_argument("--recipe", help=f"{', '.join(list_recipes())} or a recipe JSON (default quick on CIFAR-10, "
+                                    "imagenette-budget on ImageNet data)")
+    p.add_argument("--only", help="only these configurations of the table, e.g. resnet50,ghost_resnet50-s2-d3")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per configuration (default 1)")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where runs live (default runs/)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where tables go (default results/)")
+    p.add_argument("--data", help="the data copy (default: $GHOST_CIFAR10 or $GHOST_IMAGENET)")
+    p.add_argument("--download", action="store_true", help="download the official CIFAR-10 into --data")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (e.g. 4 on one GPU; default 1)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per run, ImageNet data (default 2)")
+    p.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                   help="local: train here (--jobs at once); submitit: one job per run through submitit's "
+                        "AutoExecutor (Slurm when available, else local processes)")
+    p.add_argument("--submitit-dir", type=Path, default=Path("runs/submitit"), help="submitit's logs and pickles")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _train_one(config: TrainConfig, out: Path, args: argparse.Namespace, progress: bool, command: str) -> Path:
+    train(config, out, data_root=args.data, device=args.device, progress=progress, command=command,
+          parallel=Parallelism(workers=args.workers))
+    return out
+
+
+def _pending(keys: list[PaperKey], recipe: Recipe, args: argparse.Namespace) -> Iterator[tuple[TrainConfig, Path]]:
+    for model, ratio, dw_size in keys:
+        for seed in range(args.seeds):
+            config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size)
+            yield config, run_dir(config, args.runs_dir)
+
+
+def _submit(todo: list[tuple[TrainConfig, Path]], args: argparse.Namespace, command: str) -> None:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=args.submitit_dir)
+    executor.update_parameters(timeout_min=60 * 72, name="ghost-train")
+    jobs = [executor.submit(_train_one, config, out, args, False, command) for config, out in todo]
+    for job in jobs:
+        print(f"finished {job.result()} (submitit job {job.job_id})", flush=True)
+
+
+def _train_parallel(todo: list[tuple[TrainConfig, Path]], args: argparse.Namespace, recipe: Recipe,
+                    command: str) -> None:
+    if recipe.dataset == Dataset.CIFAR10:
+        for split in (True, False):  # decode (and cache) the data once, not in every worker
+            load_cifar10(args.data, train=split)
+    # spawn, not fork: each worker sets up its own CUDA context
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, config, out, args, False, command) for config, out in todo]
+        for future in as_completed(futures):
+            print(f"finished {future.result()}", flush=True)
+
+
+def ensure_runs(keys: list[PaperKey], recipe: Recipe, args: argparse.Namespace) -> list[Path]:
+    """Train every (configuration, seed) not finished yet; return all run folders."""
+    command = command_line()
+    jobs = list(_pending(keys, recipe, args))
+    todo = [(config, out) for config, out in jobs if not (out / "final.json").is_file()]
+    print(f"{len(jobs)} runs ({len(jobs) - len(todo)} finished already), recipe {recipe.name}", flush=True)
+    for config, out in jobs:
+        if (config, out) not in todo:  # returns at once, after checking it is the same configuration
+            _train_one(config, out, args, False, command)
+    if args.launcher == "submitit":
+        _submit(todo, args, command)
+    elif args.jobs == 1:
+        for config, out in todo:
+            _train_one(config, out, args, not args.no_progress, command)
+    else:
+        _train_parallel(todo, args, recipe, command)
+    return [out for _, out in jobs]
+
+
+@cache
+def paper_conditions(model: str, ratio: int | None, dw_size: int | None, dataset: Dataset) -> tuple[int, int]:
+    """Parameters and MACs of a configuration as the paper counts them: its classifier for the paper's number
+    of classes (1000 on ImageNet), at the model's paper input size (224x224 on ImageNet, 32x32 on CIFAR)."""
+    net = build_model(model, ratio, dw_size, num_classes=_PAPER_CLASSES[dataset])
+    return count_params(net), count_macs(net, input_size=default_input_size(model))
+
+
+def _paper(dataset: Dataset, key: PaperKey) -> dict[str, float | None]:
+    accuracy, complexity = (CIFAR10_ACCURACY, CIFAR10_COMPLEXITY) if dataset == Dataset.CIFAR10 else \
+        (IMAGENET_ACCURACY, IMAGENET_COMPLEXITY)
+    size = complexity.get(key)
+    return {"paper_acc": accuracy.get(key), "paper_top5": IMAGENET_TOP5.get(key),
+            "paper_params_m": size.params_m if size else None, "paper_flops_m": size.flops_m if size else None}
+
+
+def _row(table: Table, key: PaperKey, match: pd.DataFrame) -> dict[str, object]:
+    model, ratio, dw_size = key
+
+    def joined(column: str) -> str:
+        return "; ".join(sorted(set(match[column].astype(str))))
+
+    params, macs = paper_conditions(model, ratio, dw_size, table.dataset)
+    return {
+        "model": model, "name": display_name(model, ratio, dw_size), "ratio": ratio, "dw_size": dw_size,
+        "dataset": "CIFAR-10" if table.dataset == Dataset.CIFAR10 else Path(match["data_root"].iloc[0]).name,
+        "params": params, "macs": macs,
+        "trained_params": int(match["params"].iloc[0]), "trained_macs": int(match["macs"].iloc[0]),
+        "acc_mean": round(match["test_acc"].mean(), 2),
+        "acc_std": round(match["test_acc"].std(ddof=1), 2) if len(match) > 1 else float("nan"),
+        "top5_mean": round(match["test_top5"].mean(), 2),
+        "n_seeds": len(match), "seeds": " ".join(str(s) for s in sorted(match["seed"])),
+        **_paper(table.dataset, paper_key(model, ratio, dw_size)),
+        **{column: joined(column) for column in ("recipe", "scale", "epochs", "input_size", "train_images",
+                                                 "test_images", "data", "hardware", "commit", "torch")},
+        "train_time_s": round(match["wall_time_s"].sum(), 1),
+    }
+
+
+def table_frame(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows: measured accuracy (mean, std over seeds) and size, the paper's numbers beside."""
+    rows = []
+    for model, ratio, dw_size in table.configs:
+        match = runs[(runs["model"] == model) & (runs["ratio"].fillna(-1) == (ratio or -1))]
+        rows.append(_row(table, (model, ratio, dw_size), match[match["dw_size"].fillna(-1) == (dw_size or -1)]))
+    return pd.DataFrame(rows).astype({"ratio": "Int64", "dw_size": "Int64"})
+
+
+def _cell(value: object, fmt: str = "g") -> str:
+    return "—" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def _table_lines(df: pd.DataFrame, imagenet: bool) -> list[str]:
+    top5 = " Top-5 (%) | Paper top-5 (%) |" if imagenet else ""
+    lines = ["| Model | Params (M) | Paper params (M) | FLOPs (M) | Paper FLOPs (M) | Top-1 (%) | Paper top-1 (%) |"
+             + top5, "|---|" + "---:|" * (8 if imagenet else 6)]
+    for _, row in df.iterrows():
+        acc = f"{row['acc_mean']:.2f}" + (f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
+        acc += f" (n={row['n_seeds']})"
+        cells = [row["name"], f"{row['params'] / 1e6:.2f}", _cell(row["paper_params_m"]), f"{row['macs'] / 1e6:.1f}",
+                 _cell(row["paper_flops_m"]), acc, _cell(row["paper_acc"])]
+        if imagenet:
+            cells += [f"{row['top5_mean']:.2f}", _cell(row["paper_top5"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> str:
+    imagenet = table.dataset == Dataset.IMAGENET
+    lines = [f"# {table.title}: {', '.join(sorted(set(df['dataset'])))}", ""]
+    lines += [_BANNERS[Scale(s)] for s in sorted(set(df["scale"])) if Scale(s) in _BANNERS][:1] + [""]
+    lines += [f"Data: {'; '.join(sorted(set(df['data'])))}.", "", *_table_lines(df, imagenet), ""]
+    size_note = ("for a 1000-class classifier at 224x224, as the paper counts them (the trained models have a "
+                 f"{df['dataset'].iloc[0]}-sized head and ran at {'; '.join(sorted(set(df['input_size'])))}; "
+                 "trained_params/trained_macs in the CSV)") if imagenet else "per 32x32 image"
+    lines += [
+        "Top-1/top-5: final-epoch test accuracy (never best-on-test), mean ± sample std over seeds. Params and",
+        f"FLOPs (multiply-accumulates of conv and linear layers, the paper's convention) are {size_note}.",
+        "",
+        "## Provenance",
+        "",
+        f"- recipe: `{recipe.name}`: {recipe.description}",
+        f"- recipe spec: `{json.dumps({k: v for k, v in recipe.to_dict().items() if k != 'description'})}`",
+        f"- epochs: {df['epochs'].iloc[0]}; training images: {df['train_images'].iloc[0]}; "
+        f"test images: {df['test_images'].iloc[0]}",
+        f"- hardware: {'; '.join(sorted(set(df['hardware'])))}",
+        f"- torch: {'; '.join(sorted(set(df['torch'])))}",
+        f"- commit: {'; '.join(sorted(set(df['commit'])))}",
+        f"- training time of these runs: {df['train_time_s'].sum() / 60:.1f} min",
+        f"- table written by: `{command}` at {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path) -> pd.DataFrame:
+    """Write ``<name>.csv``, ``<name>.md`` and ``figures/<name>.png`` atomically; return the table."""
+    df = table_frame(table, runs)
+    write_text_atomic(folder / f"{table.name}.csv", df.to_csv(index=False))
+    write_text_atomic(folder / f"{table.name}.md", _markdown(table, df, recipe, command_line()))
+    save_figure_atomic(table.plot(df), folder / "figures" / f"{table.name}.png")
+    return df
+
+
+def _labels(key: PaperKey) -> set[str]:
+    """Names that select a configuration: its model, and ``<model>-s<s>-d<d>`` for a Ghost model."""
+    model, ratio, dw_size = key
+    return {model} if ratio is None else {model, f"{model}-s{ratio}-d{dw_size}"}
+
+
+def _only(table: Table, names: list[str]) -> Table:
+    """``table`` restricted to the configurations ``names`` select."""
+    configs = tuple(key for key in table.configs if _labels(key) & set(names))
+    unknown = sorted(set(names) - set().union(*map(_labels, table.configs)))
+    if unknown or not configs:
+        known = sorted(set().union(*map(_labels, table.configs)))
+        raise ValueError(f"{', '.join(unknown) or 'nothing'} is not in the table {table.name}; choose from "
+                         f"{', '.join(known)}")
+    return dataclasses.replace(table, configs=configs)
+
+
+def _recipe(args: argparse.Namespace, dataset: Dataset) -> Recipe:
+    recipe = load_recipe(args.recipe or DEFAULT_RECIPES[dataset])
+    if recipe.dataset != dataset:
+        raise ValueError(f"recipe {recipe.name!r} trains on {recipe.dataset}, not {dataset}; pick a {dataset} recipe")
+    return recipe
+
+
+def run_tables(tables: list[Table], args: argparse.Namespace) -> None:
+    """Train what ``tables`` still need, then write them (``args``: the options of :func:`parser`)."""
+    check_device(args.device)
+    check_results_dir(args.results_dir)
+    check_results_dir(args.runs_dir)
+    if args.seeds < 1 or args.jobs < 1 or args.workers < 0:
+        raise ValueError(f"--seeds and --jobs must be >= 1 and --workers >= 0, got {args.seeds}, {args.jobs} "
+                         f"and {args.workers}")
+    recipe = _recipe(args, tables[0].dataset)
+    if args.only:
+        tables = [_only(table, args.only.split(",")) for table in tables]
+    if args.download:
+        download_cifar10(args.data or None)
+    keys = list(dict.fromkeys(key for table in tables for key in table.configs))
+    runs = runs_frame(ensure_runs(keys, recipe, args))
+    folder = results_dir(args.results_dir)
+    for table in tables:
+        write_table(table, runs, recipe, folder)
+        print(f"wrote {folder / table.name}.csv/.md and figures/{table.name}.png")
+
+
+def main(tables: list[Table] | Callable[[argparse.Namespace], list[Table]], description: str,
+         argv: list[str] | None = None) -> int:
+    """The CLI of a table experiment: ``tables``, or a function of the parsed options that makes them (sweeps)."""
+    sweep = callable(tables)
+    args = parser(description, sweep=sweep).parse_args(argv)
+    start = time.perf_counter()
+    with cli_errors(resume_hint="run the same command again: finished runs are reused, the others resume"):
+        run_tables(tables(args) if sweep else tables, args)
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+def sweep_tables(kind: Callable[[Dataset, str], Table]) -> Callable[[argparse.Namespace], list[Table]]:
+    """The tables of a sweep CLI: ``kind`` (:func:`d_sweep` or :func:`s_sweep`) for ``--dataset``/``--model``."""
+
+    def make(args: argparse.Namespace) -> list[Table]:
+        dataset = Dataset(args.dataset)
+        return [kind(dataset, args.model or SWEEP_MODELS[dataset])]
+
+    return make
