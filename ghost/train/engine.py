@@ -270,11 +270,13 @@ def evaluate(
 
 @dataclasses.dataclass
 class _Progress:
-    """What a checkpoint carries besides the weights: the epochs so far, wall time, devices used."""
+    """What a checkpoint carries besides the weights: the epochs so far, wall time, and the devices and code
+    commits of the process segments that trained them (taken when each segment starts)."""
 
     history: list[dict[str, Any]]
     wall_time: float
     devices: list[str]
+    commits: list[str]
 
 
 def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
@@ -283,12 +285,13 @@ def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[
 
 
 def _restore(folder: RunFolder, engine: Engine, device: torch.device) -> _Progress:
-    state = folder.load_checkpoint()
+    state, commit = folder.load_checkpoint(), git_commit()
     if state is None:
-        return _Progress([], 0.0, [hardware(device)])
+        return _Progress([], 0.0, [hardware(device)], [commit])
     engine.load_state_dict(state)
     log.info("resuming %s from epoch %d", folder.path, len(state["history"]) + 1)
-    return _Progress(state["history"], state["wall_time_s"], sorted(set(state["devices"]) | {hardware(device)}))
+    return _Progress(state["history"], state["wall_time_s"], sorted(set(state["devices"]) | {hardware(device)}),
+                     list(dict.fromkeys([*state.get("commits", []), commit])))
 
 
 def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, stats: EpochStats,
@@ -343,7 +346,7 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
         "data": {**data.info, "fingerprint": data.fingerprint},
         "hardware": "; ".join(progress.devices),
         "torch": torch.__version__,
-        "commit": git_commit(),
+        "commit": "; ".join(progress.commits),
         "wall_time_s": round(progress.wall_time, 2),
         "command": command if command is not None else command_line(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -380,7 +383,8 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
                         test=f"{test.top1:.1f}%" if test else "-")
         if dist.is_main:
             folder.save_checkpoint({"history": progress.history, "wall_time_s": progress.wall_time,
-                                    "devices": progress.devices, **engine.state_dict()}, progress.history)
+                                    "devices": progress.devices, "commits": progress.commits,
+                                    **engine.state_dict()}, progress.history)
     bar.close()
 
 
