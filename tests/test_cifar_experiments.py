@@ -160,3 +160,18 @@ def test_bench_train_prints_both_loops(fake_root: Path, capsys: pytest.CaptureFi
     assert "engine img/s" in lines[2] and "reference img/s" in lines[2]
     row = lines[-1].split()
     assert row[0] == "resnet56_cifar" and row[-1].endswith("x") and float(row[1]) > 0
+
+
+def test_submitit_launcher_trains_each_run_as_a_job(
+    fake_root: Path, micro_recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["--recipe", str(micro_recipe), "--runs-dir", str(runs), "--results-dir", str(results)]
+    argv += ["--data", str(fake_root), "--device", "cpu", "--no-progress", "--launcher", "submitit"]
+    argv += ["--submitit-dir", str(tmp_path / "submitit"), "--only", "resnet56_cifar,ghost_resnet56_cifar"]
+    assert _tables.main([_tables.CIFAR_COMPRESSION], "test", argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("(submitit job ") == 2, out
+    assert len(list(runs.rglob("final.json"))) == 2
+    df = pd.read_csv(results / "cifar10_compression.csv")
+    assert df["model"].tolist() == ["resnet56_cifar", "ghost_resnet56_cifar"]

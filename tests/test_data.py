@@ -187,5 +187,5 @@ def test_shared_copy_test_split(cifar10_root: Path) -> None:
 
 
 def test_download_needs_a_folder() -> None:
-    with pytest.raises(ValueError, match="--download needs --data PATH"):
+    with pytest.raises(ValueError, match="downloading CIFAR-10 needs the folder to download it into"):
         download_cifar10(None)

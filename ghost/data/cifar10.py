@@ -47,8 +47,8 @@ _OFFICIAL_FILES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 _CACHE_VERSION = 1
 _HOW_TO_FIX = (
-    f"pass --data PATH or set {ENV_VAR} to a folder holding '{OFFICIAL_DIR}/' (official python batches) "
-    "or 'train/<class>/' and 'test/<class>/' image folders (add --download to fetch the official copy)"
+    f"point to (or set {ENV_VAR} to) a folder holding '{OFFICIAL_DIR}/' (official python batches) "
+    "or 'train/<class>/' and 'test/<class>/' image folders, or download the official copy into a folder"
 )
 
 
@@ -87,7 +87,7 @@ def download_cifar10(root: str | Path | None) -> Path:
     from torchvision.datasets import CIFAR10
 
     if root is None:
-        raise ValueError("--download needs --data PATH: the folder to download CIFAR-10 into")
+        raise ValueError("downloading CIFAR-10 needs the folder to download it into; name one")
     root = Path(root).expanduser().resolve()
     try:
         CIFAR10(str(root), train=True, download=True)

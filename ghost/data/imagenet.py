@@ -27,7 +27,7 @@ ENV_VAR = "GHOST_IMAGENET_SAMPLES"
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _REQUIRED_COLUMNS = ("filename", "class_index", "synset", "name")
-_HOW_TO_FIX = f"pass --images PATH or set {ENV_VAR} to a folder of ImageNet JPEGs with a labels.csv"
+_HOW_TO_FIX = f"point to (or set {ENV_VAR} to) a folder of ImageNet JPEGs with a labels.csv"
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ def _restore(folder: RunFolder, engine: Engine, device: torch.device) -> _Progre
     engine.load_state_dict(state)
     log.info("resuming %s from epoch %d", folder.path, len(state["history"]) + 1)
     return _Progress(state["history"], state["wall_time_s"], sorted(set(state["devices"]) | {hardware(device)}),
-                     list(dict.fromkeys([*state.get("commits", []), commit])))
+                     list(dict.fromkeys([*state["commits"], commit])))
 
 
 def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, stats: EpochStats,
