@@ -70,7 +70,7 @@ def _accuracy_lines(ax: Axes, x: pd.Series, rows: pd.DataFrame) -> None:
     ax.errorbar(
         x, rows["acc_mean"], yerr=rows["acc_std"].fillna(0), capsize=3, label="measured", **MEASURED_STYLE
     )
-    ax.plot(x, rows["paper_acc"], label="paper", **PAPER_STYLE)
+    ax.plot(x, pd.to_numeric(rows["paper_acc"]), label="paper", **PAPER_STYLE)
 
 
 def _baseline_lines(ax: Axes, base: pd.Series | None) -> None:
@@ -78,7 +78,8 @@ def _baseline_lines(ax: Axes, base: pd.Series | None) -> None:
         return
     name = display_name(base["model"])
     ax.axhline(base["acc_mean"], color=MEASURED_STYLE["color"], linestyle=":", label=f"{name}, measured")
-    ax.axhline(base["paper_acc"], color=PAPER_STYLE["color"], linestyle=":", label=f"{name}, paper")
+    if not _missing(base["paper_acc"]):
+        ax.axhline(base["paper_acc"], color=PAPER_STYLE["color"], linestyle=":", label=f"{name}, paper")
 
 
 def _legend(fig: Figure, *axes: Axes) -> None:
@@ -117,7 +118,7 @@ def plot_s_sweep(df: pd.DataFrame) -> Figure:
     flops.plot(rows["ratio"], rows["macs"] / 1e6, color="tab:gray", marker="^", label="FLOPs, measured")
     flops.plot(
         rows["ratio"],
-        rows["paper_flops_m"],
+        pd.to_numeric(rows["paper_flops_m"]),
         color="tab:gray",
         marker="v",
         linestyle="--",
