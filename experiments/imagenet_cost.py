@@ -78,7 +78,8 @@ def _markdown(df: pd.DataFrame, meta: dict[str, str], args: argparse.Namespace) 
         "Training throughput of the engine on synthetic batches at each recipe's resolution (compute bound: no",
         "data loading), and the hours of one full run of the recipe on this one device "
         f"(epochs x {IMAGENET_TRAIN_IMAGES:,} images / throughput).", "",
-        "| Recipe | Model | Resolution | Batch | Epochs | Images/s | Device-hours |", "|---|---|---:|---:|---:|---:|---:|",
+        "| Recipe | Model | Resolution | Batch | Epochs | Images/s | Device-hours |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for _, r in df.iterrows():
         name = r["model"] + (f" (s={r['ratio']}, d={r['dw_size']})" if pd.notna(r["ratio"]) else "")
