@@ -354,3 +354,16 @@ def test_cli_missing_data_exits_with_one_line_and_no_traceback(tmp_path: Path) -
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "GHOST_CIFAR10 is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_unusable_run_folder_gets_one_line(
+    fake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out in (blocker, blocker / "run"):
+        with pytest.raises(SystemExit) as exit_info:
+            train_main(["--model", "vgg16_cifar", "--recipe", "quick", "--train-subset", "64", "--out", str(out),
+                        "--data", str(fake_root), "--no-progress", "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and f"{blocker} is a file" in err

@@ -39,7 +39,7 @@ from ghost.provenance import command_line, git_commit, hardware
 from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
 from ghost.train.recipes import Recipe
 from ghost.train.sources import BatchPlan, BatchSource, TrainingData, load_data
-from ghost.train.store import RunFolder
+from ghost.train.store import RunFolder, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,7 @@ def train(
             configuration's run (the message says how to fix it).
     """
     device, parallel = resolve_device(device), parallel or Parallelism()
+    check_writable(out_dir)
     with distributed_session(device) as dist:
         device = dist.device(device)
         plan = BatchPlan(config.recipe.batch_size, parallel.accumulate, dist.rank, dist.world_size)
@@ -430,7 +431,6 @@ def train(
                 "larger training subset or a recipe with a smaller batch_size"
             )
         folder = RunFolder(out_dir, _identity(config, data, plan))
-        folder.check_writable()
         final = folder.finished()
         if final is not None:
             return final

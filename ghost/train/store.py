@@ -21,7 +21,7 @@ import torch
 
 from ghost.io import save_torch_atomic, write_json_atomic, write_text_atomic
 
-__all__ = ["CHECKPOINT", "FINAL", "METRICS", "MODEL", "METRIC_COLUMNS", "RunFolder"]
+__all__ = ["CHECKPOINT", "FINAL", "METRICS", "MODEL", "METRIC_COLUMNS", "RunFolder", "check_writable"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -47,6 +47,16 @@ def differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = "
     return ", ".join(p for p in parts if p)
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise ``ValueError`` when the run folder ``path`` cannot be created or written (before any work)."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"cannot create the run folder {path}: {existing} is a file; use another path")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the run folder {path}: {existing} is read-only; use another path")
+
+
 class RunFolder:
     """The files of one run, for a run identity (a JSON-ready dict that says what makes two runs the same)."""
 
@@ -54,14 +64,6 @@ class RunFolder:
         self.path = Path(path)
         self.identity = identity
         self._lock: IO[str] | None = None
-
-    def check_writable(self) -> None:
-        """Raise ``ValueError`` when the folder cannot be created or written (before any work is done)."""
-        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise ValueError(f"cannot create the run folder {self.path}: {existing} is a file; use another path")
-        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"cannot write the run folder {self.path}: {existing} is read-only; use another path")
 
     def finished(self) -> dict[str, Any] | None:
         """The ``final.json`` dict when this run is finished; raises if the folder holds another run."""
