@@ -169,7 +169,7 @@ def _check_frame(df: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing or df.empty:
         raise ValueError(
-            f"expected a non-empty redundancy table (from reports_frame or results/redundancy.csv) with "
+            f"expected a non-empty redundancy table (from reports_frame or results/redundancy_<model>.csv) with "
             f"columns {', '.join(columns)}; missing: {', '.join(missing) or 'rows'}"
         )
 
@@ -188,7 +188,7 @@ def plot_layer_curves(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     rank possible (``min(C, H*W)``).
 
     Args:
-        df: rows from :func:`ghost.redundancy.reports_frame` or ``results/redundancy.csv``; needs columns
+        df: rows from :func:`ghost.redundancy.reports_frame` or ``results/redundancy_<model>.csv``; needs columns
             ``model, layer, channels, height, width, mean_nn_similarity, near_duplicate_share, threshold,
             effective_rank``; a ``weights`` column marks each model trained or untrained in the legend.
         title: figure title.
