@@ -23,7 +23,15 @@ from experiments._cli import check_device, check_results_dir, cli_errors, result
 from ghost.benchmark import time_calls
 from ghost.io import write_text_atomic
 from ghost.provenance import provenance
-from ghost.train import Engine, TrainConfig, build_model, load_recipe, resolve_device, train_one_epoch
+from ghost.train import (
+    Engine,
+    TrainConfig,
+    build_model,
+    enable_fast_cuda_math,
+    load_recipe,
+    resolve_device,
+    train_one_epoch,
+)
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 CONFIGS = (  # (recipe, model, ratio, dw_size): the paper's Table 7 and Table 8 models under their recipes
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with cli_errors():
         device = resolve_device(check_device(args.device))
+        if device.type == "cuda":
+            enable_fast_cuda_math()  # as experiments.train does
         check_results_dir(args.results_dir)
         if args.batch_size < 1 or args.steps < 1:
             raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"recipe {recipe.name!r} trains on {recipe.dataset}, not {args.dataset}; pick a "
                              f"{args.dataset} recipe")
         if args.download:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError("--download under torchrun would download once per process; download first, "
+                                 "in one process")
             download_cifar10(args.data or None)
         config = TrainConfig(args.model, recipe, seed=args.seed, ratio=args.ratio, dw_size=args.dw_size)
         if args.device != "cpu" and torch.cuda.is_available():

@@ -367,3 +367,9 @@ def test_cli_unusable_run_folder_gets_one_line(
                         "--data", str(fake_root), "--no-progress", "--device", "cpu"])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.count("\n") == 1 and f"{blocker} is a file" in err
+
+
+def test_recipe_values_of_the_wrong_type_are_rejected() -> None:
+    for key, value in (("batch_size", 64.0), ("epochs", True), ("lr", "0.1"), ("milestones", [1.5])):
+        with pytest.raises(ValueError, match=f"'{key}' must be"):
+            recipe_from_dict({**TINY_RECIPE, key: value})

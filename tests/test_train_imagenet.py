@@ -221,3 +221,17 @@ def test_ctrl_c_says_how_to_resume(
     err = capsys.readouterr().err
     assert exit_info.value.code == 130 and err.count("\n") == 1
     assert err.startswith("error: interrupted; run the same command again to resume")
+
+
+def test_augmentation_is_a_function_of_the_sample_seed_and_leaves_the_global_rng_alone(folder: Path) -> None:
+    from ghost.data.imagefolder import SeededImageDataset, train_transform
+
+    data = SeededImageDataset(scan_image_folder(folder).train, train_transform(16))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    first, label = data[(5, 123)]
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert first.dtype == torch.uint8 and first.shape == (3, 16, 16) and label == 0
+    assert torch.equal(data[(5, 123)][0], first)
+    assert any(not torch.equal(data[(5, seed)][0], first) for seed in range(5))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
@@ -31,6 +31,8 @@ __all__ = ["ENV_VAR", "ImageFolderData", "SeededImageDataset", "eval_transform",
 
 ENV_VAR = "GHOST_IMAGENET"
 SPLITS = ("train", "val")
+#: What ``torchvision.io.decode_image`` decodes (other formats Pillow knows would fail mid-training).
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 _HOW_TO_FIX = f"pass the folder that holds 'train/<class>/' and 'val/<class>/' image folders (or set {ENV_VAR})"
 
 
@@ -80,7 +82,7 @@ def _scan_split(root: Path, split: str) -> tuple[list[str], list[tuple[str, int]
         raise DataNotFoundError(f"{root} is not ImageFolder-shaped: it has no '{split}/' folder; {_HOW_TO_FIX}")
     try:
         classes, class_to_idx = find_classes(str(folder))
-        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
+        samples = make_dataset(str(folder), class_to_idx, extensions=EXTENSIONS)
     except FileNotFoundError as error:  # no class folder, or a class folder without images
         raise DataNotFoundError(f"{folder} is not ImageFolder-shaped ({error}); {_HOW_TO_FIX}") from error
     return classes, samples
@@ -144,6 +146,8 @@ class SeededImageDataset(Dataset):
         index, seed = item
         path, label = self.samples[index]
         image = decode_image(path, mode=ImageReadMode.RGB)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        if image.dtype != torch.uint8:  # e.g. a 16-bit PNG
+            image = v2.functional.to_dtype(image, torch.uint8, scale=True)
+        with torch.random.fork_rng(devices=[]):  # the transforms draw from the CPU generator only
+            torch.default_generator.manual_seed(seed)
             return self.transform(image), label

@@ -151,8 +151,6 @@ class Engine:
         """Move ``model`` to ``device`` and set it up for ``recipe``: on CUDA the recipe's ``bf16``
         (autocast), ``channels_last`` and ``compile`` apply; on the CPU training is fp32 and eager."""
         cuda = device.type == "cuda"
-        if sync_bn and not cuda:
-            raise ValueError("SyncBatchNorm needs CUDA devices; train without it on the CPU")
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(device)
@@ -181,9 +179,17 @@ class Engine:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (saved on any device: the optimizer keeps this engine's fused setting and
+        its momentum takes each parameter's device and memory format)."""
         self.model.load_state_dict(state["model"])
+        fused = [group.get("fused") for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, setting in zip(self.optimizer.param_groups, fused, strict=True):
+            group["fused"] = setting
+            for p in group["params"]:
+                buffer = self.optimizer.state.get(p, {}).get("momentum_buffer")
+                if buffer is not None:
+                    self.optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +317,7 @@ def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, s
     }
 
 
-def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan,
+def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan, parallel: Parallelism,
                   progress: _Progress, model_size: dict[str, int], command: str | None) -> dict[str, Any]:
     recipe, last = config.recipe, progress.history[-1]
     steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
@@ -336,6 +342,7 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
             "global_batch": plan.global_batch,
             "processes": plan.world_size,
             "accumulate": plan.accumulate,
+            "sync_bn": parallel.sync_bn,
             "lr_scaling": f"linear: lr {recipe.lr:g} is for the global batch {recipe.batch_size}, which this "
                           f"run keeps ({plan.world_size} processes x {plan.accumulate} steps x "
                           f"{plan.micro_batch} images)",
@@ -420,6 +427,8 @@ def train(
             configuration's run (the message says how to fix it).
     """
     device, parallel = resolve_device(device), parallel or Parallelism()
+    if parallel.sync_bn and device.type != "cuda":
+        raise ValueError("SyncBatchNorm needs CUDA devices; train without it on the CPU")
     check_writable(out_dir)
     with distributed_session(device) as dist:
         device = dist.device(device)
@@ -443,6 +452,9 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
     if refused is not None:
         raise ValueError(refused)
     try:
+        final = dist.from_main(folder.finished() if dist.is_main else None)  # finished while we waited
+        if final is not None:
+            return final
         started = time.perf_counter()
         torch.manual_seed(derive_seed(config.seed, "init"))
         model = build_model(config.model, config.ratio, config.dw_size, num_classes=data.num_classes)
@@ -452,7 +464,7 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
         progress = _restore(folder, engine, device)
         progress.wall_time += time.perf_counter() - started  # this segment's setup
         _epochs(config, data, engine, plan, folder, progress, dist, show and dist.is_main)
-        final = _final_record(config, data, engine, plan, progress, model_size, command)
+        final = _final_record(config, data, engine, plan, parallel, progress, model_size, command)
         if dist.is_main:
             folder.finish(engine.model.state_dict(), final)
         return final

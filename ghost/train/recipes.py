@@ -39,6 +39,20 @@ class Scale(enum.StrEnum):
     SMOKE = "smoke"
 
 
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value has the type a field is annotated with (``int`` excludes ``bool``; enums are checked
+    by value elsewhere)."""
+    kinds = {"int": int, "float": (int, float), "bool": bool, "str": str, "None": type(None)}
+    parts = [part.strip() for part in annotation.split("|")]
+    if any(part not in kinds and part != "tuple[int, ...]" for part in parts):
+        return True
+    if isinstance(value, bool):
+        return "bool" in parts
+    if "tuple[int, ...]" in parts:
+        return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return any(isinstance(value, kinds[part]) for part in parts)
+
+
 class Dataset(enum.StrEnum):
     """The kind of data a recipe trains on."""
 
@@ -81,7 +95,10 @@ class Recipe:
     eval_crop: int | None  # ImageNet only: side of the evaluation center crop
 
     def __post_init__(self) -> None:
-        problems = []
+        fields = dataclasses.fields(self)
+        problems = [f"'{f.name}' must be {f.type}" for f in fields if not _fits(getattr(self, f.name), f.type)]
+        if problems:
+            raise ValueError(f"recipe {self.name!r} is invalid: {'; '.join(problems)}")
         for key, kind in (("dataset", Dataset), ("scale", Scale), ("schedule", Schedule)):
             try:
                 object.__setattr__(self, key, kind(getattr(self, key)))
