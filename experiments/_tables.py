@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -352,6 +353,7 @@ def main(tables: list[Table] | Callable[[argparse.Namespace], list[Table]], desc
     """The CLI of a table experiment: ``tables``, or a function of the parsed options that makes them (sweeps)."""
     sweep = callable(tables)
     args = parser(description, sweep=sweep).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine's "resuming ... from epoch N"
     start = time.perf_counter()
     with cli_errors(resume_hint="run the same command again: finished runs are reused, the others resume"):
         run_tables(tables(args) if sweep else tables, args)
