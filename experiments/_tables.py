@@ -272,8 +272,8 @@ def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> s
     lines = [f"# {table.title}: {', '.join(sorted(set(df['dataset'])))}", ""]
     lines += [_BANNERS[Scale(s)] for s in sorted(set(df["scale"])) if Scale(s) in _BANNERS][:1] + [""]
     lines += [f"Data: {'; '.join(sorted(set(df['data'])))}.", "", *_table_lines(df, imagenet), ""]
-    size_note = ("for a 1000-class classifier at 224x224, as the paper counts them (the trained models have a "
-                 f"{df['dataset'].iloc[0]}-sized head and ran at {'; '.join(sorted(set(df['input_size'])))}; "
+    size_note = ("for a 1000-class classifier at 224x224, as the paper counts them (the trained models have "
+                 f"their dataset's classifier and ran at {'; '.join(sorted(set(df['input_size'])))}: "
                  "trained_params/trained_macs in the CSV)") if imagenet else "per 32x32 image"
     lines += [
         "Top-1/top-5: final-epoch test accuracy (never best-on-test), mean ± sample std over seeds. Params and",
