@@ -63,8 +63,9 @@ _PAPER_CLASSES = {Dataset.CIFAR10: 10, Dataset.IMAGENET: 1000}
 _BANNERS = {
     Scale.SMOKE: "**SMOKE SCALE**: these accuracies only show that the pipeline runs end to end (tiny training "
     "subset, very few epochs); they are not comparable to the paper's.",
-    Scale.BUDGET: "**BUDGET SCALE**: real accuracies of a short, reduced-resolution run on this machine, far from "
-    "converged; they are not comparable to the paper's.",
+    Scale.BUDGET: "**BUDGET SCALE**: real accuracies of a short run sized for a small machine (see the recipe: "
+    "fewer epochs, and for ImageNet-format data a reduced resolution), not converged; they are not comparable to "
+    "the paper's.",
 }
 
 
@@ -294,12 +295,19 @@ def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> s
     return "\n".join(lines) + "\n"
 
 
+def table_stem(table: Table, recipe: Recipe) -> str:
+    """The file name of ``table`` trained with ``recipe``: the table's name for a smoke-scale recipe, else
+    ``<name>_<recipe>`` (so a budget or full-scale table sits beside the smoke one instead of replacing it)."""
+    return table.name if recipe.scale == Scale.SMOKE else f"{table.name}_{recipe.name}"
+
+
 def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path) -> pd.DataFrame:
-    """Write ``<name>.csv``, ``<name>.md`` and ``figures/<name>.png`` atomically; return the table."""
-    df = table_frame(table, runs)
-    write_text_atomic(folder / f"{table.name}.csv", df.to_csv(index=False))
-    write_text_atomic(folder / f"{table.name}.md", _markdown(table, df, recipe, command_line()))
-    save_figure_atomic(table.plot(df), folder / "figures" / f"{table.name}.png")
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``figures/<stem>.png`` atomically (:func:`table_stem`); return the
+    table."""
+    df, stem = table_frame(table, runs), table_stem(table, recipe)
+    write_text_atomic(folder / f"{stem}.csv", df.to_csv(index=False))
+    write_text_atomic(folder / f"{stem}.md", _markdown(table, df, recipe, command_line()))
+    save_figure_atomic(table.plot(df), folder / "figures" / f"{stem}.png")
     return df
 
 
@@ -345,7 +353,8 @@ def run_tables(tables: list[Table], args: argparse.Namespace) -> None:
     folder = results_dir(args.results_dir)
     for table in tables:
         write_table(table, runs, recipe, folder)
-        print(f"wrote {folder / table.name}.csv/.md and figures/{table.name}.png")
+        stem = table_stem(table, recipe)
+        print(f"wrote {folder / stem}.csv/.md and figures/{stem}.png")
 
 
 def main(tables: list[Table] | Callable[[argparse.Namespace], list[Table]], description: str,

@@ -190,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         if steps_per_epoch == 0:
             raise ValueError(f"{len(data)} training images make no batch of {args.batch_size}")
         args.steps = args.steps or (steps_per_epoch if device.type == "cuda" else 10)
-        cuda = device.type == "cuda"
+        settings = recipe.device_settings(device.type)
         print(f"device: {hardware(device)}; torch {torch.__version__}; commit {git_commit()}")
         print(
-            f"engine: recipe {recipe.name} (bf16={cuda and recipe.bf16}, "
-            f"channels_last={cuda and recipe.channels_last}, compile={cuda and recipe.compile}); "
+            f"engine: recipe {recipe.name} (bf16={settings.bf16}, channels_last={settings.channels_last}, "
+            f"compile={settings.compile}); "
             f"reference: DataLoader with {args.workers} workers, fp32, eager; "
             f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
             f"{steps_per_epoch} steps per epoch"

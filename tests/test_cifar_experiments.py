@@ -14,7 +14,7 @@ from experiments import _tables, bench_train
 from experiments.reproduce import TABLES
 from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
 from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
-from ghost.train.recipes import RECIPES_DIR
+from ghost.train.recipes import RECIPES_DIR, load_recipe
 
 REQUIRED_COLUMNS = [
     "model",
@@ -175,3 +175,9 @@ def test_submitit_launcher_trains_each_run_as_a_job(
     assert len(list(runs.rglob("final.json"))) == 2
     df = pd.read_csv(results / "cifar10_compression.csv")
     assert df["model"].tolist() == ["resnet56_cifar", "ghost_resnet56_cifar"]
+
+
+def test_budget_and_full_tables_sit_beside_the_smoke_ones() -> None:
+    assert _tables.table_stem(_tables.CIFAR_COMPRESSION, load_recipe("quick")) == "cifar10_compression"
+    assert _tables.table_stem(_tables.CIFAR_COMPRESSION, load_recipe("budget")) == "cifar10_compression_budget"
+    assert _tables.table_stem(_tables.CIFAR_COMPRESSION, load_recipe("paper")) == "cifar10_compression_paper"

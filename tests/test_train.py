@@ -21,6 +21,7 @@ import ghost.train.runs as runs_module
 from experiments.train import main as train_main
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData
 from ghost.train import (
+    DeviceSettings,
     Engine,
     TrainConfig,
     find_runs,
@@ -59,6 +60,8 @@ TINY_RECIPE = {
     "bf16": True,
     "channels_last": True,
     "compile": False,
+    "cpu_bf16": False,
+    "cpu_channels_last": False,
     "train_crop": None,
     "eval_resize": None,
     "eval_crop": None,
@@ -373,3 +376,17 @@ def test_recipe_values_of_the_wrong_type_are_rejected() -> None:
     for key, value in (("batch_size", 64.0), ("epochs", True), ("lr", "0.1"), ("milestones", [1.5])):
         with pytest.raises(ValueError, match=f"'{key}' must be"):
             recipe_from_dict({**TINY_RECIPE, key: value})
+
+
+def test_recipe_speed_settings_follow_the_device() -> None:
+    recipe = recipe_from_dict({**TINY_RECIPE, "cpu_bf16": True, "cpu_channels_last": False, "compile": True})
+    assert recipe.device_settings("cuda") == DeviceSettings(bf16=True, channels_last=True, compile=True)
+    assert recipe.device_settings("cpu") == DeviceSettings(bf16=True, channels_last=False, compile=False)
+    engine = Engine.create(tiny_net(), recipe, torch.device("cpu"))
+    assert (engine.bf16, engine.channels_last, engine.compiled) == (True, False, False)
+    x = torch.randn(2, 3, 8, 8)
+    with engine.autocast():
+        assert engine.forward(x).dtype == torch.bfloat16  # the CPU forward really runs in bf16
+    plain = Engine.create(tiny_net(), recipe_from_dict(TINY_RECIPE), torch.device("cpu"))
+    with plain.autocast():
+        assert plain.forward(x).dtype == torch.float32

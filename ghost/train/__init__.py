@@ -15,7 +15,7 @@ from ghost.train.engine import (
     train,
     train_one_epoch,
 )
-from ghost.train.recipes import Dataset, Recipe, Scale, Schedule, list_recipes, load_recipe
+from ghost.train.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
 from ghost.train.runs import DEFAULT_RUNS_DIR, find_runs, load_final, load_trained, run_dir, runs_frame
 from ghost.train.sources import BatchPlan, TrainingData, load_data
 
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_RUNS_DIR",
     "BatchPlan",
     "Dataset",
+    "DeviceSettings",
     "Distributed",
     "Engine",
     "EpochStats",

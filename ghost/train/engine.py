@@ -148,26 +148,25 @@ class Engine:
         cls, model: nn.Module, recipe: Recipe, device: torch.device, dist: Distributed = SINGLE_PROCESS,
         sync_bn: bool = False,
     ) -> Engine:
-        """Move ``model`` to ``device`` and set it up for ``recipe``: on CUDA the recipe's ``bf16``
-        (autocast), ``channels_last`` and ``compile`` apply; on the CPU training is fp32 and eager."""
+        """Move ``model`` to ``device`` and set it up for ``recipe``'s settings on that kind of device
+        (:meth:`Recipe.device_settings`: bf16 autocast, channels_last, compile)."""
         cuda = device.type == "cuda"
+        settings = recipe.device_settings(device.type)
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(device)
-        channels_last = cuda and recipe.channels_last
-        if channels_last:
+        if settings.channels_last:
             model.to(memory_format=torch.channels_last)
         wrapped = dist.wrap(model, device)
         ddp = wrapped if isinstance(wrapped, DistributedDataParallel) else None
-        compiled = cuda and recipe.compile
         optimizer = torch.optim.SGD(
             model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {}),
         )
         return cls(
-            model=model, forward=torch.compile(wrapped) if compiled else wrapped, ddp=ddp, optimizer=optimizer,
-            criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), device=device,
-            bf16=cuda and recipe.bf16, channels_last=channels_last, compiled=compiled,
+            model=model, forward=torch.compile(wrapped) if settings.compile else wrapped, ddp=ddp,
+            optimizer=optimizer, criterion=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+            device=device, bf16=settings.bf16, channels_last=settings.channels_last, compiled=settings.compile,
         )
 
     def autocast(self) -> torch.autocast:

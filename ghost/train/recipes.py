@@ -6,8 +6,10 @@ which ``scale`` (``full``: the published recipe; ``budget``: reduced so that it 
 its accuracies are real but not the paper's; ``smoke``: only shows that the pipeline runs). Its length is
 given either in ``iterations`` or in ``epochs`` (exactly one of them), and ``milestones`` of the step
 schedule are in the same unit. ``batch_size`` is the global batch (over all processes and accumulation
-steps) that ``lr`` is meant for. ``bf16``, ``channels_last`` and ``compile`` apply on CUDA only; on the CPU
-training is always fp32 and eager. ImageNet recipes set the input resolutions: ``train_crop`` (random
+steps) that ``lr`` is meant for. ``bf16``, ``channels_last`` and ``compile`` apply on CUDA; on the CPU
+``cpu_bf16`` and ``cpu_channels_last`` decide instead (bf16 autocast pays off only on CPUs with native bf16
+matrix units, e.g. Intel AMX; elsewhere it is emulated and slow), and CPU training is always eager
+(:meth:`Recipe.device_settings`). ImageNet recipes set the input resolutions: ``train_crop`` (random
 resized crop), ``eval_resize`` (shorter side) and ``eval_crop`` (center crop); CIFAR-10 recipes leave them
 ``null`` (32x32 with a pad-4 random crop).
 """
@@ -64,6 +66,15 @@ _IMAGENET_SIZES = ("train_crop", "eval_resize", "eval_crop")
 
 
 @dataclasses.dataclass(frozen=True)
+class DeviceSettings:
+    """Speed settings of a recipe on one kind of device: bf16 autocast, channels_last, ``torch.compile``."""
+
+    bf16: bool
+    channels_last: bool
+    compile: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A training recipe (see the JSON files in ``ghost/train/recipes/`` for documented examples)."""
 
@@ -90,6 +101,8 @@ class Recipe:
     bf16: bool
     channels_last: bool
     compile: bool
+    cpu_bf16: bool  # bf16 autocast when training on the CPU
+    cpu_channels_last: bool  # channels_last tensors when training on the CPU
     train_crop: int | None  # ImageNet only: side of the random resized crop used for training
     eval_resize: int | None  # ImageNet only: shorter side before the evaluation center crop
     eval_crop: int | None  # ImageNet only: side of the evaluation center crop
@@ -130,6 +143,12 @@ class Recipe:
             problems.append("'lr' must be > 0, 'warmup_epochs' and 'weight_decay' >= 0")
         if problems:
             raise ValueError(f"recipe {self.name!r} is invalid: {'; '.join(problems)}")
+
+    def device_settings(self, device_type: str) -> DeviceSettings:
+        """What this recipe turns on when training on ``device_type`` (``"cuda"`` or ``"cpu"``)."""
+        if device_type == "cuda":
+            return DeviceSettings(bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)
+        return DeviceSettings(bf16=self.cpu_bf16, channels_last=self.cpu_channels_last, compile=False)
 
     @property
     def length(self) -> tuple[int, str]:
