@@ -22,12 +22,22 @@ import pandas as pd
 from experiments._cli import check_results_dir, cli_errors, results_dir
 from ghost.complexity import count_macs, count_params
 from ghost.io import write_text_atomic
-from ghost.models import create_model, default_input_size
-from ghost.paper import CIFAR10_COMPLEXITY, IMAGENET_COMPLEXITY, PaperComplexity, paper_key
+from ghost.models import GhostNetFeatures, create_model, default_input_size
+from ghost.paper import (
+    CIFAR10_COMPLEXITY,
+    COCO_DETECTION,
+    GHOSTNETV2_COMPLEXITY,
+    IMAGENET_COMPLEXITY,
+    PaperComplexity,
+    paper_key,
+)
 from ghost.provenance import provenance
 
 # (table, label, model name, create_model kwargs, paper entry, FLOPs print unit in M)
 Row = tuple[str, str, str, dict, PaperComplexity, float]
+# Rows of this table count the detectors' backbone: the GhostNet without its classification head
+# (GhostNetFeatures: stem, bottlenecks, final 1x1 ConvBnAct; what forward_features computes).
+COCO_TABLE = "COCO detection (Table 9)"
 
 
 def _rows() -> Iterator[Row]:
@@ -48,14 +58,22 @@ def _rows() -> Iterator[Row]:
             IMAGENET_COMPLEXITY[paper_key("ghost_resnet50", s, 3)], 100.0
     for width, name in ((0.5, "ghostnet_050"), (1.0, "ghostnet_100"), (1.3, "ghostnet_130")):
         yield imagenet, f"GhostNet {width}x", name, {}, IMAGENET_COMPLEXITY[paper_key(name)], 1.0
+    for width, name in ((1.0, "ghostnetv2_100"), (1.3, "ghostnetv2_130"), (1.6, "ghostnetv2_160")):
+        yield "ImageNet (GhostNetV2 paper)", f"GhostNetV2 {width}x", name, {}, \
+            GHOSTNETV2_COMPLEXITY[paper_key(name)], 1.0
+    for width, flops in sorted({(d.width, d.backbone_flops_m) for d in COCO_DETECTION.values()}):
+        yield COCO_TABLE, f"GhostNet {width}x backbone", "ghostnet", {"width": width}, PaperComplexity(None, flops), 1.0
 
 
 def _decimals(value: float) -> int:
     return 0 if float(value).is_integer() else len(repr(float(value)).split(".")[1])
 
 
-def _matches(measured: float, paper: float, unit: float = 1.0) -> bool:
-    """``measured`` rounded to the paper's printed precision (in ``unit``s) equals the paper's value."""
+def _matches(measured: float, paper: float | None, unit: float = 1.0) -> bool | None:
+    """``measured`` rounded to the paper's printed precision (in ``unit``s) equals the paper's value
+    (``None`` where the paper gives no value)."""
+    if paper is None:
+        return None
     printed = paper / unit
     return round(measured / unit, _decimals(printed)) == printed
 
@@ -71,6 +89,8 @@ def measure(backend: str = "analytic") -> pd.DataFrame:
             if replace_stem is not None:
                 options["replace_stem"] = replace_stem
             model = create_model(name, **options)
+            if table == COCO_TABLE:
+                model = GhostNetFeatures(model)
             size = default_input_size(name)
             params, macs = count_params(model), count_macs(model, size, backend=backend)
             if replace_stem is None:
@@ -101,8 +121,12 @@ def measure(backend: str = "analytic") -> pd.DataFrame:
     return df
 
 
-def _mark(ok: bool) -> str:
-    return "yes" if ok else "**no**"
+def _mark(ok: bool | None) -> str:
+    return "-" if ok is None or pd.isna(ok) else "yes" if ok else "**no**"
+
+
+def _paper(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:g}"
 
 
 def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
@@ -123,7 +147,7 @@ def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
         ratio = "" if pd.isna(r.compression) else f"{r.compression:.2f}x"
         speed = "" if pd.isna(r.speedup) else f"{r.speedup:.2f}x"
         lines.append(
-            f"| {r.table} | {r.model} | {r.stem} | {r.params_m:.3f} | {r.paper_params_m:g} | "
+            f"| {r.table} | {r.model} | {r.stem} | {r.params_m:.3f} | {_paper(r.paper_params_m)} | "
             f"{_mark(r.params_match)} | {r.macs_m:.1f} | {r.paper_flops_m:g} | {_mark(r.flops_match)} | "
             f"{ratio} | {speed} |"
         )
@@ -141,6 +165,7 @@ def to_markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
                          + (f"; not matching: {', '.join(misses)}" if misses else ""))
     lines += ["", *_truncation_note(ghost), "", "Known non-matches, reported as measured (never forced):", ""]
     lines += _non_match_notes(df)
+    lines += ["", *_detection_notes(df)]
     lines += [
         "",
         "## Provenance",
@@ -161,6 +186,33 @@ def _truncation_note(ghost: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _detection_notes(df: pd.DataFrame) -> list[str]:
+    """The COCO rows: what "backbone FLOPs" counts, and the paper's mAP (not reproduced here)."""
+    lines = [
+        "## COCO detection (Table 9)",
+        "",
+        "*Backbone FLOPs*: MACs of the GhostNet without its classification head at 224x224, i.e. of",
+        "`GhostNetFeatures` / `forward_features` (stem, all bottlenecks and the final 1x1 ConvBnAct; not the",
+        "pooling, `conv_head` or classifier), the backbone of `ghost.models.detection`'s detectors without",
+        "their FPN and heads. The mAP is the paper's number only: reproducing it needs COCO training, which",
+        "this repo does not do.",
+        "",
+        "| detector | backbone | backbone FLOPs (M), recounted | paper | COCO mAP (%), paper, not reproduced |",
+        "|---|---|---:|---:|---:|",
+    ]
+    coco = df[df["table"] == COCO_TABLE].set_index("model")
+    for detector, paper in COCO_DETECTION.items():
+        row = coco.loc[f"GhostNet {paper.width}x backbone"]
+        lines.append(f"| `{detector}` | GhostNet {paper.width}x | {row.macs_m:.1f} | {paper.backbone_flops_m:g} | "
+                     f"{paper.map:g} |")
+    lines.append("")
+    for width in sorted({paper.width for paper in COCO_DETECTION.values()}):
+        full = count_macs(create_model("ghostnet", width=width)) / 1e6
+        lines.append(f"With its head, the GhostNet {width}x classifier counts {full:.1f} M MACs: the paper's "
+                     "backbone FLOPs leave the head out.")
+    return lines
+
+
 def _non_match_notes(df: pd.DataFrame) -> list[str]:
     """Explain the known non-matches with the measured numbers."""
     def cell(model: str, stem: str) -> pd.Series:
@@ -170,6 +222,7 @@ def _non_match_notes(df: pd.DataFrame) -> list[str]:
     r50 = [cell(f"Ghost-ResNet-50 s={s} d=3", stem) for s in (2, 4) for stem in ("kept", "replaced")]
     fc = count_params(create_model("resnet50").fc) / 1e6
     g13 = cell("GhostNet 1.3x", "-")
+    v2_rows = [cell(f"GhostNetV2 {width}x", "-") for width in (1.0, 1.3, 1.6)]
     return [
         f"- **Ghost-ResNet-56**: with the paper's default d=3 the recount is {r56_d3.params_m:.3f} M / "
         f"{r56_d3.macs_m:.1f} M against the paper's {r56_d3.paper_params_m:g} M / {r56_d3.paper_flops_m:g} M; d=1 "
@@ -185,6 +238,12 @@ def _non_match_notes(df: pd.DataFrame) -> list[str]:
         f"- **GhostNet 1.3x**: {g13.params_m:.3f} M parameters and {g13.macs_m:.1f} M MACs against the paper's "
         f"{g13.paper_params_m:g} M / {g13.paper_flops_m:g} M, with the official architecture (0.5x and 1.0x match "
         "exactly): the parameters print as the paper's only if truncated, the MACs differ either way.",
+        "- **GhostNetV2**: FLOPs counted with the three convolutions of each DFC attention branch (at the pooled "
+        "resolution; its pooling, sigmoid, upsampling and gating multiplication are not, like every elementwise "
+        "op): " + ", ".join(f"{v2.macs_m:.1f} M" for v2 in v2_rows) + " against the paper's "
+        + ", ".join(f"{v2.paper_flops_m:g} M" for v2 in v2_rows) + ". The parameters ("
+        + ", ".join(f"{v2.params_m:.3f} M" for v2 in v2_rows) + ") print as the paper's ("
+        + ", ".join(f"{v2.paper_params_m:g} M" for v2 in v2_rows) + ") only if truncated.",
     ]
 
 

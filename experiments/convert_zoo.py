@@ -25,10 +25,9 @@ from torch import nn
 
 from experiments._cli import check_results_dir, cli_errors, results_dir
 from ghost import ghostify
-from ghost.benchmark import TIMM_PREFIX, create_benchmark_model, model_input_size
 from ghost.io import write_text_atomic
 from ghost.layers import check_dw_size, check_ratio
-from ghost.models import list_models
+from ghost.models import TIMM_PREFIX, create_model, default_input_size, list_models, model_source
 from ghost.provenance import provenance
 
 TIMM_MODELS = (
@@ -58,7 +57,7 @@ def _reason_kind(reason: str) -> str:
 
 def convert(entry: str, ratio: int, dw_size: int, generator: torch.Generator) -> dict:
     """One row: ghostify ``entry`` at a small input if it runs there, else at its own input size."""
-    model, size = create_benchmark_model(entry), model_input_size(entry)
+    model, size = create_model(entry).eval(), default_input_size(entry)
     _randomise_bn(model, generator)
     start = time.perf_counter()
     row: dict = {"model": entry}
@@ -104,20 +103,30 @@ def _markdown(df: pd.DataFrame, meta: dict[str, str], ratio: int, dw_size: int) 
     return "\n".join(lines) + "\n"
 
 
+def _is_known(name: str) -> bool:
+    try:
+        model_source(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _entries(models: str | None) -> list[str]:
     """The models to convert: ``models`` (comma-separated) or the default zoo, without timm's when it is missing.
 
     Raises:
-        ValueError: an unknown torchvision/library model name.
+        ValueError: an unknown model name.
     """
-    known = list_models()
-    entries = models.split(",") if models else [*known, *(TIMM_PREFIX + m for m in TIMM_MODELS)]
-    unknown = [e for e in entries if not e.startswith(TIMM_PREFIX) and e not in known]
-    if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; see ghost.models.list_models()")
+    if models:
+        entries = models.split(",")
+    else:
+        entries = [*list_models(source=("ghost", "torchvision")), *(TIMM_PREFIX + m for m in TIMM_MODELS)]
     if importlib.util.find_spec("timm") is None:
         print("timm not installed: its models are skipped")
         entries = [e for e in entries if not e.startswith(TIMM_PREFIX)]
+    unknown = [e for e in entries if not _is_known(e)]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; see ghost.models.list_models()")
     return entries
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ghost.models import create_model, default_input_size
+from ghost.models import GHOST_PREFIX, TIMM_PREFIX, create_model, default_input_size
 
 __all__ = [
     "TIMM_PREFIX",
@@ -24,13 +24,9 @@ __all__ = [
     "create_benchmark_model",
     "inference_latency",
     "latency_stats",
-    "model_input_size",
     "time_calls",
     "time_interleaved",
 ]
-
-TIMM_PREFIX = "timm/"
-"""``timm/<name>`` names a model of the optional ``timm`` package (built with ``pretrained=False``)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -115,48 +111,16 @@ def inference_latency(
         return latency_stats(time_calls(lambda: model(x), device, warmup, repeats))
 
 
-def _timm():
-    try:
-        import timm
-    except ImportError:
-        return None
-    return timm
-
-
-def _timm_name(name: str):
-    """timm and the model name of ``timm/<name>``, or a ValueError if timm is missing or does not know it."""
-    timm = _timm()
-    if timm is None:
-        raise ValueError(f"{name!r} needs timm, which is not installed (pip install timm)")
-    short = name[len(TIMM_PREFIX):]
-    if not timm.is_model(short):
-        raise ValueError(f"unknown timm model {short!r}; see timm.list_models()")
-    return timm, short
-
-
 def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn.Module:
-    """A randomly initialised model by name, in eval mode: a :func:`ghost.models.create_model` name (a
-    ``ghost_<name>`` is built with ``ratio`` and ``dw_size``), or ``timm/<name>`` for a timm model.
+    """A randomly initialised :func:`ghost.models.create_model` model in eval mode (``timm/<name>`` for a timm
+    model); a ``ghost_<name>`` is built with ``ratio`` and ``dw_size``.
 
     Raises:
         ValueError: unknown name, or ``timm/...`` without timm installed.
     """
-    if name.startswith(TIMM_PREFIX):
-        timm, short = _timm_name(name)
-        return timm.create_model(short, pretrained=False).eval()
-    if name.startswith("ghost_"):
+    if name.startswith(GHOST_PREFIX):
         return create_model(name, ratio=ratio, dw_size=dw_size).eval()
     return create_model(name).eval()
-
-
-def model_input_size(name: str) -> tuple[int, int, int]:
-    """``(C, H, W)`` a :func:`create_benchmark_model` name is meant for (timm's pretrained config for
-    ``timm/<name>``, else :func:`ghost.models.default_input_size`)."""
-    if name.startswith(TIMM_PREFIX):
-        timm, short = _timm_name(name)
-        size = timm.get_pretrained_cfg_value(short, "input_size")
-        return tuple(size) if size else (3, 224, 224)
-    return default_input_size(name)
 
 
 @dataclass(frozen=True)
@@ -182,7 +146,8 @@ class ModelPair:
     def parse(cls, entry: str, *, ratio: int = 2, dw_size: int = 3) -> ModelPair:
         """Parse ``NAME`` (``NAME`` against ``ghost_NAME`` built with ``ratio`` and ``dw_size``) or
         ``BASELINE:GHOST`` (two separate models, e.g. ``mobilenet_v3_large:ghostnet`` or
-        ``mobilenet_v3_large:timm/ghostnet_100``), checking that the names exist.
+        ``mobilenet_v3_large:timm/ghostnet_100``), checking that the names exist. Input sizes are
+        :func:`ghost.models.default_input_size`.
 
         Raises:
             ValueError: unknown name, ``timm/...`` without timm, or models of different input sizes.
@@ -192,13 +157,11 @@ class ModelPair:
             raise ValueError(f"expected NAME or BASELINE:GHOST, got {entry!r}")
         if ":" in entry:
             baseline, ghost = entry.split(":")
-            sizes = {model_input_size(baseline), model_input_size(ghost)}
+            sizes = {default_input_size(baseline), default_input_size(ghost)}
             if len(sizes) > 1:
                 raise ValueError(f"{baseline} and {ghost} take different input sizes {sorted(sizes)}")
             return cls(f"{ghost} vs {baseline}", baseline, ghost, None, None, sizes.pop())
-        if entry.startswith(TIMM_PREFIX):
-            raise ValueError(f"{entry}: timm models have no ghost_ variant here; compare them as BASELINE:GHOST")
-        return cls(entry, entry, f"ghost_{entry}", ratio, dw_size, model_input_size(entry))
+        return cls(entry, entry, GHOST_PREFIX + entry, ratio, dw_size, default_input_size(entry))
 
     def build(self) -> dict[str, nn.Module]:
         """``{"baseline": model, "ghost": model}``, randomly initialised, in eval mode."""

@@ -7,7 +7,9 @@ multiply-accumulates (MACs), the convention of :func:`ghost.complexity.count_mac
 
 Sources: Table 2 (kernel size ``d`` of the cheap operation, Ghost-VGG-16 with ``s=2``), Table 3 (ratio
 ``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper; for ImageNet, Table 7 (ResNet-50 and
-Ghost-ResNet-50) and Table 8 (GhostNet widths against MobileNetV3-Large).
+Ghost-ResNet-50) and Table 8 (GhostNet widths against MobileNetV3-Large); for COCO detection, Table 9
+(:data:`COCO_DETECTION`: GhostNet 1.1x as the backbone of RetinaNet and Faster R-CNN).
+:data:`GHOSTNETV2_COMPLEXITY` holds the numbers of the GhostNetV2 paper (Tang et al., NeurIPS 2022).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ PaperKey = tuple[str, int | None, int | None]
 
 
 class PaperComplexity(NamedTuple):
-    """Parameters and FLOPs (MACs) reported by the paper, in millions."""
+    """Parameters and FLOPs (MACs) reported by the paper, in millions (``params_m=None``: not reported)."""
 
-    params_m: float
+    params_m: float | None
     flops_m: float
 
 
@@ -88,4 +90,30 @@ IMAGENET_TOP5: dict[PaperKey, float] = {
     ("resnet50", None, None): 92.2,
     ("ghost_resnet50", 2, 3): 92.3,
     ("ghost_resnet50", 4, 3): 91.9,
+}
+
+
+class PaperDetection(NamedTuple):
+    """A COCO detection row of the paper's Table 9: the GhostNet width of the backbone, the backbone's
+    FLOPs (MACs, millions; the paper does not give the input size, 224x224 reproduces them) and the
+    detector's COCO mAP (%)."""
+
+    width: float
+    backbone_flops_m: float
+    map: float
+
+
+#: COCO detection (Table 9), keyed by the detector builders of :mod:`ghost.models.detection`.
+COCO_DETECTION: dict[str, PaperDetection] = {
+    "retinanet_ghostnet_fpn": PaperDetection(1.1, 164.0, 26.6),
+    "fasterrcnn_ghostnet_fpn": PaperDetection(1.1, 164.0, 26.9),
+}
+
+#: ImageNet model sizes of GhostNetV2 (Tang et al., "GhostNetV2: Enhance Cheap Operation with Long-Range
+#: Attention", NeurIPS 2022, arXiv:2211.12905, ImageNet comparison table; 167 M FLOPs for 1.0x is also in its
+#: abstract), keyed by the registry's names, FLOPs = MACs at 224x224.
+GHOSTNETV2_COMPLEXITY: dict[PaperKey, PaperComplexity] = {
+    ("ghostnetv2_100", None, None): PaperComplexity(6.1, 167.0),
+    ("ghostnetv2_130", None, None): PaperComplexity(8.9, 269.0),
+    ("ghostnetv2_160", None, None): PaperComplexity(12.3, 399.0),
 }

@@ -42,3 +42,15 @@ def cifar10_root() -> Path:
 def imagenet_samples_root() -> Path:
     """Folder of ImageNet sample JPEGs with ``labels.csv`` (``GHOST_IMAGENET_SAMPLES``)."""
     return _dataset_root("GHOST_IMAGENET_SAMPLES")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for the module's tests: as fast for tiny models, and immune to the slowdown of a
+    thread pool on a machine whose cores other processes keep busy (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

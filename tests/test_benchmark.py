@@ -100,6 +100,8 @@ def test_model_pair_parse() -> None:
         ModelPair.parse("nope")
     if importlib.util.find_spec("timm") is not None:
         assert ModelPair.parse("mobilenet_v3_large:timm/ghostnet_100").ghost == "timm/ghostnet_100"
+        pair = ModelPair.parse("timm/inception_v3")  # a timm model against its ghostified version
+        assert (pair.ghost, pair.input_size) == ("ghost_timm/inception_v3", (3, 299, 299))
         with pytest.raises(ValueError, match="unknown timm model"):
             ModelPair.parse("mobilenet_v3_large:timm/nope")
 

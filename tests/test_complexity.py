@@ -14,7 +14,8 @@ from torch import nn
 from experiments import complexity as complexity_cli
 from ghost import GhostConv2d
 from ghost.complexity import conv2d_macs, count_macs, count_params
-from ghost.models import create_model
+from ghost.models import GhostNetFeatures, create_model, ghostnet
+from ghost.paper import COCO_DETECTION
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,4 +98,19 @@ def test_complexity_cli_writes_the_tables(tmp_path: Path) -> None:
     assert baselines.loc[["VGG-16", "ResNet-56", "ResNet-50", "GhostNet 0.5x", "GhostNet 1.0x"], "flops_match"].all()
     ghost56 = df[(df["model"] == "Ghost-ResNet-56 s=2 d=3") & (df["stem"] == "kept")].iloc[0]
     assert not ghost56["flops_match"]  # 65.3 M against the paper's 63 M: reported, not forced
+    coco = df[df["table"] == complexity_cli.COCO_TABLE].set_index("model").loc["GhostNet 1.1x backbone"]
+    backbone = GhostNetFeatures(ghostnet(1.1))
+    assert (coco["params"], coco["macs"]) == (count_params(backbone), count_macs(backbone)) == (3_221_690, 164_355_184)
+    assert coco["flops_match"] and pd.isna(coco["paper_params_m"]) and pd.isna(coco["params_match"])
+    assert "| `retinanet_ghostnet_fpn` | GhostNet 1.1x | 164.4 | 164 | 26.6 |" in markdown
+    assert "| `fasterrcnn_ghostnet_fpn` | GhostNet 1.1x | 164.4 | 164 | 26.9 |" in markdown
+    assert "COCO mAP (%), paper, not reproduced" in markdown
     assert not (tmp_path / "complexity.csv.tmp").exists()
+
+
+def test_the_papers_detection_backbone_flops_are_ghostnet_without_its_head() -> None:
+    model = ghostnet(1.1)
+    backbone = count_macs(GhostNetFeatures(model))
+    assert backbone == 164_355_184  # prints as Table 9's 164 M, for both detectors
+    assert {round(backbone / 1e6)} == {d.backbone_flops_m for d in COCO_DETECTION.values()}
+    assert count_macs(model) - backbone == 1056 * 1280 + 1280 * 1000  # conv_head and classifier: 167.0 M in all

@@ -1,6 +1,8 @@
-"""The paper's networks: exact sizes, GhostNet's official layout, and the registry."""
+"""The paper's networks: exact sizes, GhostNet's official layout, and the registry (timm names included)."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch import nn
 
 from ghost import GhostConv2d
 from ghost.complexity import count_macs, count_params
-from ghost.models import create_model, default_input_size, list_models
+from ghost.models import TIMM_PREFIX, create_model, default_input_size, init_scheme, list_models, model_source
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,64 @@ def test_registry_errors() -> None:
         create_model("resnet18", weights="DEFAULT")
     with pytest.raises(TypeError):
         create_model("vgg16_cifar", no_such_option=1)
+
+
+def test_registry_lists_the_source_of_every_name() -> None:
+    assert {model_source(n) for n in list_models(source="ghost")} == {"ghost"}
+    assert "ghostnetv2_100" in list_models(source="ghost") and "resnet50" not in list_models(source="ghost")
+    assert model_source("resnet50") == model_source("ghost_resnet50") == "torchvision"
+    assert model_source("vgg16_cifar") == model_source("ghost_vgg16_cifar") == "ghost"
+    assert set(list_models(source=("ghost", "torchvision"))) == set(list_models(source="ghost")) | set(
+        list_models(source="torchvision"))
+    with pytest.raises(ValueError, match="unknown source"):
+        list_models(source="hub")
+
+
+def test_timm_names_are_prefixed_and_never_shadow_torchvision_or_this_repo() -> None:
+    pytest.importorskip("timm")
+    timm_names = list_models(source="timm")
+    assert timm_names and all(n.startswith(TIMM_PREFIX) for n in timm_names)
+    names = list_models()
+    for clash in ("resnet18", "efficientnet_b0", "ghostnet_100", "ghostnetv2_100"):  # in two zoos
+        assert clash in names and TIMM_PREFIX + clash in names
+        assert model_source(TIMM_PREFIX + clash) == "timm" != model_source(clash)
+    assert type(create_model("resnet18")).__module__.startswith("torchvision.")
+    assert type(create_model("timm/resnet18")).__module__.startswith("timm.")
+    assert "ghost_timm/resnet18" in list_models("ghost_timm/resnet1*", ghost_variants=True)
+
+
+def test_create_model_builds_timm_models_and_their_ghost_variants() -> None:
+    pytest.importorskip("timm")
+    model = create_model("timm/lcnet_050", num_classes=10).eval()
+    assert type(model).__module__.startswith("timm.") and model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert default_input_size("timm/inception_v3") == default_input_size("ghost_timm/inception_v3") == (3, 299, 299)
+    assert init_scheme("timm/resnet18") is None  # timm initialises in its constructors; ghostify's new layers: default
+    ghost = create_model("ghost_timm/lcnet_050", ratio=3, dw_size=5, input_size=(3, 64, 64), num_classes=10)
+    assert ghost.ghost_report.init == "PyTorch default" and ghost.ghost_report.inputs == "3x64x64"
+    ghosts = [m for m in ghost.modules() if isinstance(m, GhostConv2d)]
+    assert ghosts and all((g.ratio, g.dw_size) == (3, 5) for g in ghosts)
+    assert ghost.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_timm_name_errors() -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match="unknown timm model 'timm/ghostnet_10'; did you mean .*timm/ghostnet_100"):
+        create_model("timm/ghostnet_10")
+    with pytest.raises(ValueError, match="unknown timm model 'ghost_timm/lcnet_05'; did you mean .*ghost_timm/lcnet_0"):
+        create_model("ghost_timm/lcnet_05")
+    with pytest.raises(ValueError, match="unknown model 'convnext_atto'; did you mean timm/convnext_atto"):
+        create_model("convnext_atto")  # timm-only names need the prefix
+    with pytest.raises(ValueError, match="names pretrained weights.*use 'timm/resnet18'"):
+        create_model("timm/resnet18.a1_in1k")
+    with pytest.raises(ValueError, match="randomly initialised"):
+        create_model("timm/resnet18", pretrained=True)
+
+
+def test_without_timm_everything_else_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails as if it were not installed
+    assert not [n for n in list_models(ghost_variants=True) if TIMM_PREFIX in n]
+    assert model_source("ghostnetv2_100") == "ghost" and default_input_size("resnet18") == (3, 224, 224)
+    for call in (lambda: create_model("timm/resnet18"), lambda: default_input_size("ghost_timm/resnet18"),
+                 lambda: list_models(source="timm")):
+        with pytest.raises(ValueError, match="need the optional timm package: pip install timm"):
+            call()

@@ -15,18 +15,23 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def execute(name: str) -> nbformat.NotebookNode:
-    """Execute ``notebooks/<name>.ipynb`` from the notebooks folder; a failing cell raises CellExecutionError."""
-    path = NOTEBOOKS / f"{name}.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
+def client(name: str) -> NotebookClient:
+    """A client that executes ``notebooks/<name>.ipynb`` in memory, from the notebooks folder, in a kernel that
+    imports the installed package (no path set up for it) and inherits this process's environment."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    return NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    """Execute ``notebooks/<name>.ipynb``; a failing cell fails the test with its error."""
+    runner = client(name)
     try:
-        client.execute()
+        runner.execute()
     except CellExecutionError as error:
-        pytest.fail(f"{path.name} failed: {error.ename}: {error.evalue}", pytrace=False)
-    return notebook
+        pytest.fail(f"{name}.ipynb failed: {error.ename}: {error.evalue}", pytrace=False)
+    return runner.nb
 
 
 def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
@@ -46,6 +51,44 @@ def test_notebook_is_stored_without_outputs(name):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.parametrize("name", ["feature_redundancy", "results"])
+def test_notebook_imports_the_installed_package(name):
+    code = [cell.source for cell in nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells
+            if cell.cell_type == "code"]
+    assert not any("sys.path" in source for source in code)
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "make", "line"),
+    [
+        ("feature_redundancy", "GHOST_CIFAR10", False, "DataNotFoundError: GHOST_CIFAR10={folder} is not a folder: "
+                                                       "set it to a CIFAR-10 copy before starting Jupyter"),
+        ("results", "GHOST_RESULTS_DIR", False, "DataNotFoundError: {folder} is not a folder: set GHOST_RESULTS_DIR"),
+        ("results", "GHOST_RESULTS_DIR", True, "DataNotFoundError: {folder}/complexity.csv is missing: write it with "
+                                               "python -m experiments.complexity"),
+    ],
+    ids=["feature_redundancy-no-cifar10", "results-no-folder", "results-no-table"],
+)
+def test_notebook_without_its_data_stops_with_one_line(name, variable, make, line, tmp_path, monkeypatch):
+    """A missing data folder (checked by the first code cell) or table is shown as one line, without the stack,
+    and nothing after the failing cell runs."""
+    folder = tmp_path / "data"
+    if make:
+        folder.mkdir()
+    monkeypatch.setenv(variable, str(folder))
+    runner = client(name)
+    with pytest.raises(CellExecutionError) as error:
+        runner.execute()
+    code = [cell for cell in runner.nb.cells if cell.cell_type == "code"]
+    failed = [i for i, cell in enumerate(code) if any(out.output_type == "error" for out in cell.outputs)]
+    assert failed == [2 if make else 0]  # the first cell, or the first that reads a table
+    (failure,) = [out for out in code[failed[0]].outputs if out.output_type == "error"]
+    (shown,) = failure.traceback  # one line, no stack
+    assert shown.startswith(line.format(folder=folder))
+    assert shown in str(error.value) and error.value.ename == "DataNotFoundError"
+    assert all(cell.execution_count is None and not cell.outputs for cell in code[failed[0] + 1 :])
 
 
 def test_feature_redundancy_notebook(cifar10_root, imagenet_samples_root, monkeypatch):
@@ -68,4 +111,5 @@ def test_results_notebook(monkeypatch):
     monkeypatch.delenv("GHOST_RESULTS_DIR", raising=False)
     text, images = outputs(execute("results"))
     assert "results from" in text
-    assert images == 5  # d sweep, s sweep, compression, redundancy curves, MSE vs d
+    # d sweep, s sweep, compression, Imagenette Table 7 and GhostNet, redundancy curves, MSE vs d
+    assert images == 7

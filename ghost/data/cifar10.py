@@ -53,7 +53,11 @@ _HOW_TO_FIX = (
 
 
 class DataNotFoundError(ValueError):
-    """CIFAR-10 is missing or malformed; the message says what was looked for where and how to fix it."""
+    """A dataset is missing or malformed; the message says what was looked for where and how to fix it."""
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython (a notebook) shows this error: one line, no stack; the message says what to fix."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 def resolve_root(root: str | Path | None) -> Path:

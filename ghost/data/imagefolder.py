@@ -27,7 +27,10 @@ from torchvision.transforms import v2
 
 from ghost.data.cifar10 import DataNotFoundError
 
-__all__ = ["ENV_VAR", "ImageFolderData", "SeededImageDataset", "eval_transform", "scan_image_folder", "train_transform"]
+__all__ = [
+    "ENV_VAR", "ImageFolderData", "SeededImageDataset", "check_readable", "eval_transform", "scan_image_folder",
+    "train_transform",
+]
 
 ENV_VAR = "GHOST_IMAGENET"
 SPLITS = ("train", "val")
@@ -59,6 +62,7 @@ class ImageFolderData:
             "root": str(self.root),
             "layout": "imagefolder",
             "classes": len(self.classes),
+            "class_names": list(self.classes),
             "train_images": len(self.train),
             "val_images": len(self.val),
         }
@@ -88,7 +92,8 @@ def _scan_split(root: Path, split: str) -> tuple[list[str], list[tuple[str, int]
     return classes, samples
 
 
-def _check_readable(samples: list[tuple[str, int]]) -> None:
+def check_readable(samples: list[tuple[str, int]]) -> None:
+    """Raise ``DataNotFoundError`` for the first of ``samples`` whose header Pillow cannot read."""
     for path, _ in samples:
         try:
             with Image.open(path) as image:
@@ -116,8 +121,8 @@ def scan_image_folder(root: str | Path | None) -> ImageFolderData:
             f"{', '.join(only_train) or 'none'}; only in val: {', '.join(only_val) or 'none'}); "
             "both splits need the same classes"
         )
-    _check_readable(train)
-    _check_readable(val)
+    check_readable(train)
+    check_readable(val)
     return ImageFolderData(root=path, classes=train_classes, train=train, val=val)
 
 

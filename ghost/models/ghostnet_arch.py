@@ -1,7 +1,15 @@
 """GhostNet (paper Section 3.3, Table 1), with the official implementation's module and parameter names,
-so the released ImageNet checkpoints load into it with ``strict=True``."""
+so the released ImageNet checkpoints load into it with ``strict=True``.
+
+Besides classification, a GhostNet exposes the interface of timm models that detection and segmentation
+code builds on: :meth:`GhostNet.forward_features` (the feature map before global pooling),
+:meth:`GhostNet.forward_head`, and ``feature_info`` (channels and stride of its multi-scale feature maps),
+which :class:`GhostNetFeatures` returns.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +19,7 @@ from ghost.layers import GhostBottleneck, make_divisible
 
 from ._registry import register_model
 
-__all__ = ["GHOSTNET_CFG", "ConvBnAct", "GhostNet", "ghostnet"]
+__all__ = ["GHOSTNET_CFG", "ConvBnAct", "GhostNet", "GhostNetFeatures", "ghostnet"]
 
 # Paper Table 1, one row per bottleneck: kernel of the depthwise conv, expansion size, output channels,
 # SE ratio, stride. Rows are grouped the way the official code groups them into ``blocks``.
@@ -45,6 +53,15 @@ class GhostNet(nn.Module):
     """GhostNet: a stem conv, a stack of Ghost bottlenecks, a 1x1 ConvBnAct, global pooling, a 1x1
     ``conv_head`` to 1280 channels, dropout and a linear classifier.
 
+    ``forward(x)`` is ``forward_head(forward_features(x))``. ``feature_info`` lists the multi-scale
+    feature maps in timm's format, one dict per stride (2, 4, 8, 16, 32): ``module`` (the stage of
+    ``blocks`` whose output it is), ``num_chs`` (channels) and ``reduction`` (stride w.r.t. the input).
+    Each is the output of the *last* stage at its stride (the C1-C5 maps of feature-pyramid networks);
+    the stride-32 map is the output of ``forward_features``. For width 1.0 the channels are
+    16, 24, 40, 112, 960. (timm's GhostNet lists the *first* stage at each new stride instead, and the
+    stem conv for stride 2: 16, 24, 40, 80, 160 channels.) ``feature_info`` is a plain attribute, not
+    part of the ``state_dict``.
+
     Args:
         cfgs: bottleneck rows, grouped into stages (see :data:`GHOSTNET_CFG`).
         num_classes: classifier outputs.
@@ -62,6 +79,8 @@ class GhostNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.act1 = nn.ReLU(inplace=True)
         stages = []
+        reduction = 2
+        outputs: list[tuple[int, int]] = []  # (channels, reduction) of each stage's output
         for rows in cfgs:
             blocks = []
             for kernel, expansion, out, se_ratio, stride in rows:
@@ -69,20 +88,85 @@ class GhostNet(nn.Module):
                 mid_chs = make_divisible(expansion * width, 4)
                 blocks.append(GhostBottleneck(channels, mid_chs, out_chs, kernel, stride, se_ratio=se_ratio))
                 channels = out_chs
+                reduction *= stride
             stages.append(nn.Sequential(*blocks))
+            outputs.append((channels, reduction))
         last = make_divisible(cfgs[-1][-1][1] * width, 4)
         stages.append(nn.Sequential(ConvBnAct(channels, last, 1)))
+        outputs.append((last, reduction))
         self.blocks = nn.Sequential(*stages)
+        self.feature_info: list[dict[str, str | int]] = [
+            {"module": f"blocks.{index}", "num_chs": chs, "reduction": red}
+            for index, (chs, red) in enumerate(outputs)
+            if index + 1 == len(outputs) or outputs[index + 1][1] != red
+        ]
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Conv2d(last, 1280, 1, 1, 0, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.classifier = nn.Linear(1280, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-32 feature map before global pooling: stem, all bottlenecks and the final 1x1
+        ConvBnAct (``N x feature_info[-1]["num_chs"] x H/32 x W/32``)."""
+        return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from a :meth:`forward_features` map: global pooling, ``conv_head``, ReLU, dropout and
+        the classifier; ``pre_logits=True`` stops before the classifier (``N x 1280``)."""
         x = self.act2(self.conv_head(self.global_pool(x)))
         x = F.dropout(torch.flatten(x, 1), p=self.dropout, training=self.training)
-        return self.classifier(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class GhostNetFeatures(nn.Module):
+    """The multi-scale feature maps of a GhostNet, for detection and segmentation backbones (timm's
+    ``features_only`` model).
+
+    It *shares* the stem and the stages of ``model`` (same modules, same parameters, same ``state_dict``
+    names), so a classifier, e.g. one with ImageNet weights loaded, becomes a backbone without copying;
+    stages after the last requested map and the classification head are left out.
+
+    Args:
+        model: the GhostNet to take the features of.
+        out_indices: which entries of ``model.feature_info`` to return, increasing: 0..4 are the maps at
+            strides 2, 4, 8, 16, 32.
+
+    Attributes:
+        feature_info: the entries of ``model.feature_info`` that ``forward`` returns, in order.
+
+    ``forward(x)`` returns the list of those maps, each ``N x num_chs x H/reduction x W/reduction``
+    (rounded up for sizes that are not multiples of the stride).
+    """
+
+    def __init__(self, model: GhostNet, out_indices: Sequence[int] = (0, 1, 2, 3, 4)) -> None:
+        super().__init__()
+        if not isinstance(model, GhostNet):
+            raise ValueError(f"model must be a GhostNet (e.g. ghostnet(1.0)), got {type(model).__name__}")
+        available = len(model.feature_info)
+        indices = tuple(out_indices) if isinstance(out_indices, Sequence) and not isinstance(out_indices, str) else ()
+        valid = all(isinstance(i, int) and not isinstance(i, bool) for i in indices) and \
+            list(indices) == sorted(set(indices)) and all(0 <= i < available for i in indices)
+        if not indices or not valid:
+            strides = ", ".join(str(info["reduction"]) for info in model.feature_info)
+            raise ValueError(f"out_indices must be distinct increasing integers in 0..{available - 1} (the feature "
+                             f"maps at strides {strides}), e.g. (1, 2, 3, 4); got {out_indices!r}")
+        self.out_indices = indices
+        self.feature_info = [dict(model.feature_info[i]) for i in indices]
+        self._stages = [int(str(info["module"]).removeprefix("blocks.")) for info in self.feature_info]
+        self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
+        self.blocks = model.blocks[: self._stages[-1] + 1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        features = []
+        for index, stage in enumerate(self.blocks):
+            x = stage(x)
+            if index in self._stages:
+                features.append(x)
+        return features
 
 
 @register_model()
