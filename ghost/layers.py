@@ -112,6 +112,12 @@ class GhostConv2d(nn.Module):
     The concatenation is sliced to ``out_channels`` only when ``ratio`` does not divide ``out_channels``
     (``needs_slice``), so exported graphs of the common case have no extra Slice node.
 
+    ``channel_order`` (a buffer, ``None`` by default) reorders the output: when set to ``out_channels``
+    indices into ``cat(intrinsic, ghost)``, output channel ``p`` is map ``channel_order[p]`` (one gather in
+    place of the slice). :func:`ghost.surgery.transfer_weights` sets it so that a Ghost module initialised
+    from a trained conv keeps the conv's channel order. It is saved in the ``state_dict`` when set, and a
+    module without one takes it from the ``state_dict`` it loads.
+
     Example:
         >>> layer = GhostConv2d(64, 128, 3, stride=2, padding=1, ratio=2, dw_size=3)
         >>> layer(torch.randn(1, 64, 32, 32)).shape
@@ -171,6 +177,7 @@ class GhostConv2d(nn.Module):
                 groups=self.init_channels, bias=bias, **factory,
             )
             self.cheap_operation = _branch(cheap, norm_layer, act_layer)
+        self.register_buffer("channel_order", None)
 
     @classmethod
     def from_conv(
@@ -201,13 +208,20 @@ class GhostConv2d(nn.Module):
         return self.primary_conv[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        intrinsic = self.primary_conv(x)
-        if self.cheap_operation is None:
-            return intrinsic
-        out = torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)
+        out = self.primary_conv(x)
+        if self.cheap_operation is not None:
+            out = torch.cat([out, self.cheap_operation(out)], dim=1)
+        if self.channel_order is not None:
+            return out.index_select(1, self.channel_order)
         if self.needs_slice:
             return out[:, : self.out_channels]
         return out
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        key = prefix + "channel_order"
+        if self.channel_order is None and key in state_dict:  # a placeholder the loader copies the order into
+            self.channel_order = torch.empty_like(state_dict[key], device=self.primary.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (

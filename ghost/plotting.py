@@ -171,3 +171,41 @@ def plot_compression(df: pd.DataFrame) -> Figure:
     _legend(fig, ax)
     ax.grid(alpha=0.3, which="both")
     return fig
+
+
+TRANSFER_METHODS = {
+    "host": ("trained host (teacher)", "tab:gray"),
+    "transfer": ("(a) weight transfer, no training", "tab:green"),
+    "transfer+distill": ("(b) transfer + distillation", "tab:blue"),
+    "random+distill": ("(c) random init + distillation", "tab:orange"),
+    "scratch": ("(d) trained from scratch", "tab:purple"),
+}
+"""The rows of a weight-transfer table (``results/cifar10_transfer.csv``, column ``method``): label and colour."""
+
+
+def plot_transfer(df: pd.DataFrame) -> Figure:
+    """Top-1 accuracy of each step of a weight-transfer table (columns ``host_model, ratio, dw_size, method,
+    test_acc, step_s, finetune_recipe``), one group of bars per host and Ghost configuration, each bar labelled
+    with its accuracy and the wall-clock minutes of its step; rows without an accuracy (not run) are left out."""
+    groups = list(dict.fromkeys(zip(df["host_model"], df["ratio"], df["dw_size"], strict=True)))
+    fig = Figure(figsize=(6.4 + 1.2 * max(0, len(groups) - 2), 4.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(TRANSFER_METHODS)
+    for k, (method, (label, color)) in enumerate(TRANSFER_METHODS.items()):
+        rows = df[(df["method"] == method) & df["test_acc"].notna()]
+        offset = (k - (len(TRANSFER_METHODS) - 1) / 2) * width
+        x = [groups.index(g) + offset for g in zip(rows["host_model"], rows["ratio"], rows["dw_size"], strict=True)]
+        bars = ax.bar(x, rows["test_acc"], width, color=color, label=label)
+        texts = [f"{acc:.1f}" + ("" if _missing(seconds) else f"\n{seconds / 60:.1f} min")
+                 for acc, seconds in zip(rows["test_acc"], rows["step_s"], strict=True)]
+        ax.bar_label(bars, texts, fontsize=6, padding=2)
+    ax.set_xticks(range(len(groups)), [f"{display_name(host)} ->\n{display_name(_GHOST + host, ratio, dw_size)}"
+                                       for host, ratio, dw_size in groups], fontsize=8)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel(f"{_dataset(df)} top-1 accuracy (%)")
+    recipes = ", ".join(sorted(set(df["finetune_recipe"].astype(str))))
+    ax.set_title(f"{_dataset(df)}: converting a trained model (fine-tuning recipe {recipes})\n"
+                 "bar labels: top-1 (%) and wall-clock minutes of that step", fontsize=10)
+    fig.legend(fontsize=7, loc="outside lower center", ncols=3)
+    ax.grid(alpha=0.3, axis="y")
+    return fig

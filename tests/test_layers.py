@@ -73,6 +73,27 @@ def test_ghost_map_j_comes_from_intrinsic_map_j_div_s_minus_1() -> None:
         torch.testing.assert_close(out[:, 3 + j], (j + 1) * intrinsic[:, j // 3])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_channel_order_reorders_the_output_exports_and_travels_with_the_state_dict() -> None:
+    torch.manual_seed(0)
+    layer = GhostConv2d(4, 5, 3, padding=1, ratio=2, dw_size=3)  # 3 intrinsic + 3 ghost maps, sliced to 5
+    assert layer.channel_order is None and "channel_order" not in layer.state_dict()
+    x = torch.randn(2, 4, 6, 6)
+    intrinsic = layer.primary_conv(x)
+    maps = torch.cat([intrinsic, layer.cheap_operation(intrinsic)], 1)
+    torch.testing.assert_close(layer(x), maps[:, :5])
+    order = torch.tensor([4, 0, 5, 2, 1])
+    layer.channel_order = order
+    torch.testing.assert_close(layer(x), maps[:, order])
+    torch.testing.assert_close(torch.jit.script(layer)(x), layer(x))
+    torch.testing.assert_close(torch.export.export(layer, (x,)).module()(x), layer(x))
+    fresh = GhostConv2d(4, 5, 3, padding=1, ratio=2, dw_size=3)
+    fresh.load_state_dict(layer.state_dict())  # a module without an order takes it from the state_dict
+    torch.testing.assert_close(fresh(x), layer(x))
+    with pytest.raises(RuntimeError, match="channel_order"):  # strict loading: a plain state_dict lacks the order
+        layer.load_state_dict(GhostConv2d(4, 5, 3, padding=1).state_dict())
+
+
 def test_ratio_one_is_a_plain_conv() -> None:
     layer = GhostConv2d(4, 6, 3, padding=1, ratio=1)
     assert layer.cheap_operation is None

@@ -95,7 +95,7 @@ class GhostNet(nn.Module):
         stages.append(nn.Sequential(ConvBnAct(channels, last, 1)))
         outputs.append((last, reduction))
         self.blocks = nn.Sequential(*stages)
-        self.feature_info: list[dict[str, str | int]] = [
+        self.feature_info = [
             {"module": f"blocks.{index}", "num_chs": chs, "reduction": red}
             for index, (chs, red) in enumerate(outputs)
             if index + 1 == len(outputs) or outputs[index + 1][1] != red

@@ -11,9 +11,16 @@ See :func:`ghostify`. The BatchNorm/activation policies (paper Section 3.1; the 
   function unchanged. Fused norm-activations that subclass ``nn.BatchNorm2d`` (timm's ``BatchNormAct2d``) are
   absorbed whole: the module's BN copies keep their activation.
 - ``"dropin"``: a pure drop-in for the conv alone (no BN/act inside); the host's BN/act stay.
+
+:func:`ghostify_trained` (and :func:`transfer_weights`) initialise the converted model from a *trained* host
+(:mod:`ghost.surgery.transfer`) instead of from scratch.
 """
 
 from ghost.surgery.convert import ACTIVATIONS, POLICIES, ghost_macs, ghostify
 from ghost.surgery.report import GhostReport, LayerRecord
+from ghost.surgery.transfer import LayerFit, assign_ghosts, ghostify_trained, transfer_weights
 
-__all__ = ["ACTIVATIONS", "POLICIES", "GhostReport", "LayerRecord", "ghost_macs", "ghostify"]
+__all__ = [
+    "ACTIVATIONS", "POLICIES", "GhostReport", "LayerFit", "LayerRecord", "assign_ghosts", "ghost_macs", "ghostify",
+    "ghostify_trained", "transfer_weights",
+]

@@ -1,5 +1,7 @@
-"""Training: recipes, the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, runs."""
+"""Training: recipes, the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, runs,
+and fine-tuning with knowledge distillation."""
 
+from ghost.train.distillation import DistillationLoss, distill
 from ghost.train.distributed import Distributed, distributed_session
 from ghost.train.engine import (
     Engine,
@@ -24,6 +26,7 @@ __all__ = [
     "BatchPlan",
     "Dataset",
     "DeviceSettings",
+    "DistillationLoss",
     "Distributed",
     "Engine",
     "EpochStats",
@@ -36,6 +39,7 @@ __all__ = [
     "TrainingData",
     "build_model",
     "derive_seed",
+    "distill",
     "distributed_session",
     "enable_fast_cuda_math",
     "evaluate",

@@ -217,9 +217,12 @@ def train_one_epoch(
     accumulate: int = 1,
     dist: Distributed = SINGLE_PROCESS,
     bar: tqdm | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochStats:
     """Optimizer steps ``steps`` on ``batches`` (``accumulate`` micro-batches per step; under DDP the
-    gradients are averaged over the processes once per step)."""
+    gradients are averaged over the processes once per step). ``loss_fn(inputs, outputs, labels)``, if given,
+    replaces ``engine.criterion(outputs, labels)`` (e.g. :class:`ghost.train.DistillationLoss`, which runs a
+    teacher on the inputs)."""
     engine.forward.train()
     loss_sum = torch.zeros((), device=engine.device)
     correct = torch.zeros((), device=engine.device)
@@ -235,7 +238,7 @@ def train_one_epoch(
             with no_sync:
                 with engine.autocast():
                     out = engine.forward(x)
-                    loss = engine.criterion(out, y)
+                    loss = engine.criterion(out, y) if loss_fn is None else loss_fn(x, out, y)
                 (loss / accumulate).backward()
             loss_sum += loss.detach().float() * len(y)
             correct += (out.argmax(1) == y).sum()
