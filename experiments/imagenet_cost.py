@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
         start = time.perf_counter()
         df = measure(device, args.batch_size, args.steps)
-        meta = {**provenance(device), "wall time": f"{time.perf_counter() - start:.0f} s"}
+        meta = {**provenance(device), "torch threads": str(torch.get_num_threads()),
+                "wall time": f"{time.perf_counter() - start:.0f} s"}
         stem = results_dir(args.results_dir) / f"imagenet_cost_{device.type}"
         write_text_atomic(stem.with_suffix(".csv"), df.to_csv(index=False))
         write_text_atomic(stem.with_suffix(".md"), _markdown(df, meta, args))
