@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ghost.train.engine import Engine, derive_seed, train_one_epoch
+from ghost.train.engine import Engine, epoch_steps, seed_epoch, train_one_epoch
 from ghost.train.recipes import Recipe
 from ghost.train.sources import TrainingData
 
@@ -98,10 +98,8 @@ def distill(
     data.train.normalize.channels_last = data.test.normalize.channels_last = engine.channels_last
     with tqdm(total=total, desc="distillation", unit="step", disable=not progress, dynamic_ncols=True) as bar:
         for epoch in range(recipe.num_epochs(steps_per_epoch)):
-            torch.manual_seed(derive_seed(seed, "model", epoch, 0))
-            generator = torch.Generator().manual_seed(derive_seed(seed, "data", epoch))
-            batches = data.train.train_batches(recipe.batch_size, generator)
-            steps = range(epoch * steps_per_epoch, min(total, (epoch + 1) * steps_per_epoch))
+            batches = data.train.train_batches(recipe.batch_size, seed_epoch(seed, epoch))
+            steps = epoch_steps(epoch, steps_per_epoch, total)
             train_one_epoch(engine, iter(batches), steps, lambda step: recipe.lr_at(step, steps_per_epoch),
                             bar=bar, loss_fn=loss)
             batches.close()

@@ -106,6 +106,18 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """Seed what is random in epoch ``epoch`` of a run seeded ``seed``: the global generator (dropout) of process
+    ``rank``, and the returned data generator (order and augmentation), the same on every process."""
+    torch.manual_seed(derive_seed(seed, "model", epoch, rank))
+    return torch.Generator().manual_seed(derive_seed(seed, "data", epoch))
+
+
+def epoch_steps(epoch: int, steps_per_epoch: int, total: int) -> range:
+    """The optimizer steps of epoch ``epoch`` (0-based) in a run of ``total`` steps (the last may be partial)."""
+    return range(epoch * steps_per_epoch, min(total, (epoch + 1) * steps_per_epoch))
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else the CPU; raises for an unknown or unavailable device."""
     if device is None or str(device) == "auto":
@@ -374,9 +386,8 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
                desc=f"{label} seed {config.seed}", unit="step", disable=not show, dynamic_ncols=True)
     for epoch in range(len(progress.history), num_epochs):
         start = time.perf_counter()
-        torch.manual_seed(derive_seed(config.seed, "model", epoch, dist.rank))
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data", epoch))
-        steps = range(epoch * steps_per_epoch, min(total, (epoch + 1) * steps_per_epoch))
+        generator = seed_epoch(config.seed, epoch, dist.rank)
+        steps = epoch_steps(epoch, steps_per_epoch, total)
         bar.set_description(f"{label} seed {config.seed} epoch {epoch + 1}/{num_epochs}")
         batches = data.train.train_batches(recipe.batch_size, generator, plan.parts())
         stats = train_one_epoch(engine, iter(batches), steps, lambda s: recipe.lr_at(s, steps_per_epoch),
