@@ -94,6 +94,22 @@ def test_channel_order_reorders_the_output_exports_and_travels_with_the_state_di
         layer.load_state_dict(GhostConv2d(4, 5, 3, padding=1).state_dict())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_channel_order_keeps_a_channels_last_input_channels_last() -> None:
+    torch.manual_seed(0)
+    layer = GhostConv2d(4, 5, 3, padding=1, ratio=2, dw_size=3)
+    layer.channel_order = torch.tensor([4, 0, 5, 2, 1])
+    x = torch.randn(2, 4, 6, 6)
+    expected = layer(x)
+    assert expected.is_contiguous()  # NCHW in, NCHW out
+    layer.to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for forward in (layer, torch.jit.script(layer), torch.export.export(layer, (x_cl,)).module()):
+        out = forward(x_cl)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, expected)
+
+
 def test_ratio_one_is_a_plain_conv() -> None:
     layer = GhostConv2d(4, 6, 3, padding=1, ratio=1)
     assert layer.cheap_operation is None
