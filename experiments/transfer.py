@@ -20,7 +20,8 @@ $GHOST_CIFAR10), with the wall-clock and CPU time of each step:
 
 Writes results/cifar10_transfer.{csv,md}, results/cifar10_transfer_layers.csv (the fit of every converted
 layer) and results/figures/cifar10_transfer.png. Rows of other hosts already in the CSVs are kept, so the hosts
-can be measured one command at a time; a host measured again replaces its rows.
+can be measured one command at a time; a host measured again (the same model and recipe, with the same --seed,
+s, d and data, wherever its run folder now lies) replaces its rows.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ from ghost.train.recipes import recipe_from_dict
 
 TABLE = "cifar10_transfer"
 LAYERS = "cifar10_transfer_layers"
-KEY = ["host", "ratio", "dw_size"]
+# what identifies a measurement: a host run moved to another folder and measured again replaces its rows
+KEY = ["host_model", "host_recipe", "seed", "ratio", "dw_size", "data"]
 _BANNERS = {
     "smoke": "**SMOKE SCALE**: a fine-tuning recipe that only shows that the pipeline runs; not comparable to the "
              "paper's accuracies.",

@@ -322,6 +322,13 @@ def test_cli_measures_every_row_and_reads_the_from_scratch_run(
     assert table["test_acc"].isna().tolist() == [False] * 9 + [True]
     assert table["status"].iloc[-1].startswith("not run")
     assert "SMOKE SCALE" in (results / "cifar10_transfer.md").read_text()
+    # the first host's run moved to another folder is the same host: measuring it again replaces its rows
+    moved = host_run.rename(tmp_path / "moved")
+    assert transfer_cli.main(["--run", str(moved), "--scratch-run", str(scratch_run), "--recipe", str(finetune),
+                              "--calibration", "64", "--data", str(fake_root), "--results-dir", str(results),
+                              "--device", "cpu", "--no-progress"]) == 0
+    table = pd.read_csv(results / "cifar10_transfer.csv")
+    assert table["host"].tolist() == [str(host_run / "model.pt")] * 5 + [str(moved)] * 5
 
 
 def test_cli_missing_run_folder_exits_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
