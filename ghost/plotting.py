@@ -30,7 +30,7 @@ _NAMES = {
 _GHOST = "ghost_"
 _NOTES = {
     "smoke": "SMOKE SCALE: measured accuracies are not comparable to the paper's",
-    "budget": "BUDGET SCALE: real accuracies of a short, reduced-resolution run, not comparable to the paper's",
+    "budget": "BUDGET SCALE: real accuracies of a short run, not comparable to the paper's",
 }
 MEASURED_STYLE = {"color": "tab:blue", "marker": "o"}
 PAPER_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--"}
