@@ -14,11 +14,12 @@ from ghost.train.engine import (
     enable_fast_cuda_math,
     evaluate,
     resolve_device,
+    run_identity,
     train,
     train_one_epoch,
 )
 from ghost.train.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
-from ghost.train.runs import DEFAULT_RUNS_DIR, find_runs, load_final, load_trained, run_dir, runs_frame
+from ghost.train.runs import DEFAULT_RUNS_DIR, export_record, find_runs, load_final, load_trained, run_dir, runs_frame
 from ghost.train.sources import BatchPlan, TrainingData, load_data
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "distributed_session",
     "enable_fast_cuda_math",
     "evaluate",
+    "export_record",
     "find_runs",
     "list_recipes",
     "load_data",
@@ -51,6 +53,7 @@ __all__ = [
     "load_trained",
     "resolve_device",
     "run_dir",
+    "run_identity",
     "runs_frame",
     "train",
     "train_one_epoch",

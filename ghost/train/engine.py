@@ -285,6 +285,20 @@ def evaluate(
     return EvalStats(loss_sum.item() / n, 100.0 * top1.item() / n, 100.0 * top5.item() / n, int(n))
 
 
+def recompute_bn_stats(engine: Engine, data: BatchSource, batch_size: int, batches: int,
+                       generator: torch.Generator, parts: tuple[slice, ...] = (slice(None),)) -> None:
+    """Precise BN: replace every BatchNorm's running statistics by their average over ``batches`` training
+    batches of the current weights (``fvcore.nn.update_bn_stats``, in train mode, under the engine's autocast).
+    ``parts`` is the :meth:`BatchPlan.parts` of this process (each part counts as one batch)."""
+    from fvcore.nn import update_bn_stats  # imported here: only precise-BN recipes need fvcore
+
+    engine.model.train()
+    source = data.train_batches(batch_size, generator, parts)
+    with engine.autocast():
+        update_bn_stats(engine.model, (x for x, _ in source), num_iters=batches)
+    source.close()
+
+
 # ---------------------------------------------------------------- the run driver
 
 
@@ -299,9 +313,16 @@ class _Progress:
     commits: list[str]
 
 
-def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
-    identity = {**config.identity(), "data": data.fingerprint, "micro_batch": plan.micro_batch}
+def run_identity(config: TrainConfig, fingerprint: str, micro_batch: int) -> dict[str, Any]:
+    """The identity a run of ``config`` records (its ``final.json["identity"]``) when trained on the data copy
+    with ``fingerprint`` (:func:`ghost.train.sources.data_copy_fingerprint`) in micro-batches of ``micro_batch``
+    images: two runs with equal identities are the same run."""
+    identity = {**config.identity(), "data": fingerprint, "micro_batch": micro_batch}
     return json.loads(json.dumps(identity))
+
+
+def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
+    return run_identity(config, data.fingerprint, plan.micro_batch)
 
 
 def _restore(folder: RunFolder, engine: Engine, device: torch.device) -> _Progress:
@@ -363,6 +384,7 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
             "bf16": engine.bf16,
             "channels_last": engine.channels_last,
             "compile": engine.compiled,
+            "precise_bn_batches": recipe.precise_bn_batches,
         },
         "data": {**data.info, "fingerprint": data.fingerprint},
         "hardware": "; ".join(progress.devices),
@@ -396,6 +418,11 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
         train_time = time.perf_counter() - start
         test = None
         if (epoch + 1) % recipe.eval_every == 0 or epoch == num_epochs - 1:
+            if recipe.precise_bn_batches:
+                recompute_bn_stats(engine, data.train, recipe.batch_size,
+                                   min(recipe.precise_bn_batches, steps_per_epoch),
+                                   torch.Generator().manual_seed(derive_seed(config.seed, "precise_bn", epoch)),
+                                   plan.parts())
             test = evaluate(engine, data.test, recipe.eval_batch_size, dist)
         progress.history.append(_epoch_row(recipe, epoch, steps, steps_per_epoch, stats, test, train_time))
         progress.wall_time += time.perf_counter() - start

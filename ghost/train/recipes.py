@@ -7,11 +7,14 @@ its accuracies are real but not the paper's; ``smoke``: only shows that the pipe
 given either in ``iterations`` or in ``epochs`` (exactly one of them), and ``milestones`` of the step
 schedule are in the same unit. ``batch_size`` is the global batch (over all processes and accumulation
 steps) that ``lr`` is meant for. ``bf16``, ``channels_last`` and ``compile`` apply on CUDA; on the CPU
-``cpu_bf16`` and ``cpu_channels_last`` decide instead (bf16 autocast pays off only on CPUs with native bf16
-matrix units, e.g. Intel AMX; elsewhere it is emulated and slow), and CPU training is always eager
-(:meth:`Recipe.device_settings`). ImageNet recipes set the input resolutions: ``train_crop`` (random
-resized crop), ``eval_resize`` (shorter side) and ``eval_crop`` (center crop); CIFAR-10 recipes leave them
-``null`` (32x32 with a pad-4 random crop).
+``cpu_bf16``, ``cpu_channels_last`` and ``cpu_compile`` decide instead (bf16 autocast pays off only on CPUs with
+native bf16 matrix units, e.g. Intel AMX; elsewhere it is emulated and slow; :meth:`Recipe.device_settings`).
+``precise_bn_batches`` > 0 recomputes every BatchNorm's running statistics on that many training batches before
+each evaluation (precise BN, ``fvcore.nn.update_bn_stats``), so that a short run is never scored with the stale
+statistics of its first epochs (a BN momentum of 0.01, as in torchvision's MobileNetV3, remembers them for
+hundreds of steps); 0 evaluates with the running statistics as they are. ImageNet recipes set the input
+resolutions: ``train_crop`` (random resized crop), ``eval_resize`` (shorter side) and ``eval_crop`` (center crop);
+CIFAR-10 recipes leave them ``null`` (32x32 with a pad-4 random crop).
 """
 
 from __future__ import annotations
@@ -98,11 +101,13 @@ class Recipe:
     test_subset: int | None  # class-balanced subset of the test images; None = all
     eval_every: int  # epochs between test evaluations (the final epoch is always evaluated)
     eval_batch_size: int
+    precise_bn_batches: int  # training batches that recompute the BN statistics before each evaluation; 0 = off
     bf16: bool
     channels_last: bool
     compile: bool
     cpu_bf16: bool  # bf16 autocast when training on the CPU
     cpu_channels_last: bool  # channels_last tensors when training on the CPU
+    cpu_compile: bool  # torch.compile of the model when training on the CPU
     train_crop: int | None  # ImageNet only: side of the random resized crop used for training
     eval_resize: int | None  # ImageNet only: shorter side before the evaluation center crop
     eval_crop: int | None  # ImageNet only: side of the evaluation center crop
@@ -139,6 +144,8 @@ class Recipe:
                 problems.append(f"'{key}' must be null or >= 1")
         if not 0 <= self.label_smoothing < 1:
             problems.append("'label_smoothing' must be in [0, 1)")
+        if self.precise_bn_batches < 0:
+            problems.append("'precise_bn_batches' must be >= 0 (0 = off)")
         if self.lr <= 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
             problems.append("'lr' must be > 0, 'warmup_epochs' and 'weight_decay' >= 0")
         if problems:
@@ -148,7 +155,7 @@ class Recipe:
         """What this recipe turns on when training on ``device_type`` (``"cuda"`` or ``"cpu"``)."""
         if device_type == "cuda":
             return DeviceSettings(bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)
-        return DeviceSettings(bf16=self.cpu_bf16, channels_last=self.cpu_channels_last, compile=False)
+        return DeviceSettings(bf16=self.cpu_bf16, channels_last=self.cpu_channels_last, compile=self.cpu_compile)
 
     @property
     def length(self) -> tuple[int, str]:

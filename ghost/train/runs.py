@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ghost.io import write_text_atomic
 from ghost.train.engine import TrainConfig, build_model
-from ghost.train.store import FINAL, MODEL
+from ghost.train.store import FINAL, METRICS, MODEL
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -39,6 +40,17 @@ def load_final(run: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is corrupt ({error}); delete the run folder {run} and train it again") from error
+
+
+def export_record(run: str | Path, dest: str | Path) -> Path:
+    """Copy the record of the finished run ``run`` (``metrics.csv`` and ``final.json``, never weights or
+    checkpoints) into the folder ``dest``, atomically and ``final.json`` last (a record without it is unfinished);
+    return ``dest``."""
+    load_final(run)  # raises for an unfinished or corrupt run
+    dest = Path(dest)
+    for name in (METRICS, FINAL):
+        write_text_atomic(dest / name, (Path(run) / name).read_text(encoding="utf-8"))
+    return dest
 
 
 def load_trained(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -215,6 +215,16 @@ def _imagefolder(recipe: Recipe, root: str | Path | None, device: torch.device, 
                         {**info, "label": label}, data.fingerprint())
 
 
+def data_copy_fingerprint(dataset: Dataset, root: str | Path | None) -> str:
+    """The fingerprint a run of ``dataset`` records for the copy at ``root`` (what :func:`load_data` records as
+    ``TrainingData.fingerprint``), without decoding an image.
+
+    Raises:
+        ValueError: missing or malformed data.
+    """
+    return data_fingerprint(root) if dataset == Dataset.CIFAR10 else scan_image_folder(root).fingerprint()
+
+
 def load_data(
     recipe: Recipe,
     root: str | Path | None,

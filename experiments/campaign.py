@@ -1,0 +1,320 @@
+"""The training campaigns behind the committed tables: one resumable command trains every run a campaign needs,
+in its order, several runs at once, and keeps each finished run's record in the repository.
+
+    python -m experiments.campaign cifar10 --commit     # all of it: finished runs skipped, the others resumed
+    python -m experiments.campaign cifar10 --dry-run    # what is finished, what is left, in which order
+    python -m experiments.campaign cifar10 --seeds 0    # only these seeds of it
+
+Runs train in ``--runs-dir`` (default ``$GHOST_RUNS_DIR`` or ``~/ghost-runs``: outside the checkout, so that a
+fresh clone does not lose them), ``--jobs`` at once (default 2, each on ``--threads`` CPU threads, default 1).
+Each finished run's record (``final.json`` and ``metrics.csv``, never weights) is copied to
+``<records>/<recipe>/<model>[-s<s>-d<d>]/seed<k>/`` (default ``results/runs``) as soon as it finishes, and with
+``--commit`` committed to git at once, so that a lost machine loses at most the runs in progress. A run whose
+record is in the repository counts as finished even when its run folder is gone; a record of another
+configuration (recipe, data copy, code-relevant identity) stops the campaign with one line naming it.
+
+Ctrl-C or SIGTERM stops the workers too; every run keeps its last epoch's checkpoint and the same command
+resumes it exactly. Progress: runs done, the runs in progress (epoch, images/s) and an ETA from the measured
+epoch times of each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tqdm.auto import tqdm
+
+from experiments._cli import check_device, check_results_dir, cli_errors, fail
+from experiments._tables import CIFAR_COMPRESSION, d_sweep, s_sweep
+from ghost.data import load_cifar10
+from ghost.paper import PaperKey
+from ghost.provenance import command_line
+from ghost.train import Dataset, Recipe, TrainConfig, export_record, load_recipe, run_dir, run_identity, train
+from ghost.train.sources import data_copy_fingerprint
+from ghost.train.store import FINAL, METRICS, RunFolder
+
+RUNS_ENV_VAR = "GHOST_RUNS_DIR"
+_STATUS_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Runs of one recipe: every configuration at each seed (all configurations of a seed before the next)."""
+
+    recipe: str
+    configs: tuple[PaperKey, ...]
+    seeds: tuple[int, ...]
+
+
+def _cifar10_campaign() -> tuple[Stage, ...]:
+    """Issue order: the budget tables' 10 configurations at seed 0 (those never trained before first), seeds 1-2
+    of the compression table, seeds 1-2 of the sweeps, then the 30-epoch schedule study (the VGG pair first)."""
+    compression = CIFAR_COMPRESSION.configs
+    sweeps = tuple(dict.fromkeys(key for table in (d_sweep(Dataset.CIFAR10, "vgg16_cifar"),
+                                                   s_sweep(Dataset.CIFAR10, "vgg16_cifar"))
+                                 for key in table.configs if key not in compression))
+    never_trained = (("ghost_vgg16_cifar", 2, 5), ("ghost_vgg16_cifar", 2, 7), ("ghost_vgg16_cifar", 4, 3),
+                     ("ghost_vgg16_cifar", 5, 3))
+    seed0 = tuple(dict.fromkeys((*never_trained, *compression, *sweeps)))
+    return (
+        Stage("budget", seed0, (0,)),
+        Stage("budget", compression, (1, 2)),
+        Stage("budget", sweeps, (1, 2)),
+        Stage("budget30", compression, (0,)),
+    )
+
+
+CAMPAIGNS = {"cifar10": _cifar10_campaign()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One run of a campaign: what it trains, its run folder, its record folder and the identity both hold."""
+
+    config: TrainConfig
+    run: Path
+    record: Path
+    identity: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """``<recipe> <model>[-s<s>-d<d>] seed<k>``, as in the folder names."""
+        return f"{self.config.recipe.name} {self.run.parent.name} seed{self.config.seed}"
+
+
+def default_runs_dir() -> Path:
+    """``$GHOST_RUNS_DIR``, else ``~/ghost-runs``."""
+    return Path(os.environ.get(RUNS_ENV_VAR) or Path.home() / "ghost-runs").expanduser()
+
+
+def plan(stages: tuple[Stage, ...], seeds: set[int] | None, runs_dir: Path, records: Path,
+         data: str | None) -> list[Planned]:
+    """The campaign's runs in order (only ``seeds`` if given), each with the identity its record must have."""
+    recipes: dict[str, Recipe] = {}
+    fingerprints: dict[Dataset, str] = {}
+    planned = []
+    for stage in stages:
+        recipe = recipes.setdefault(stage.recipe, load_recipe(stage.recipe))
+        if recipe.dataset not in fingerprints:
+            fingerprints[recipe.dataset] = data_copy_fingerprint(recipe.dataset, data)
+        for seed in stage.seeds:
+            if seeds is not None and seed not in seeds:
+                continue
+            for model, ratio, dw_size in stage.configs:
+                config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size)
+                identity = run_identity(config, fingerprints[recipe.dataset], recipe.batch_size)
+                planned.append(Planned(config, run_dir(config, runs_dir), run_dir(config, records), identity))
+    return planned
+
+
+def _recorded(run: Planned) -> bool:
+    """Whether the run's record is in the repository; raises (naming it) for a record of another run."""
+    return RunFolder(run.record, run.identity).finished() is not None
+
+
+def _commit(record: Path, message: str) -> str | None:
+    """``git add`` and commit only ``record``'s files; ``None`` on success, else git's complaint in one line."""
+    cwd = record.resolve().parent
+    for command in (["git", "add", "--", str(record.resolve())],
+                    ["git", "commit", "--quiet", "-m", message, "--", str(record.resolve())]):
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return " ".join((done.stderr or done.stdout).split())[:300]
+    return None
+
+
+def _keep_record(run: Planned, commit: bool) -> str:
+    """Copy a finished run's record into the repository (and commit it); a line saying what was done."""
+    export_record(run.run, run.record)
+    final = RunFolder(run.record, run.identity).finished() or {}
+    line = f"recorded {run.label}: test top-1 {final['test_acc']:.2f} % in {final['wall_time_s'] / 60:.1f} min"
+    if commit:
+        problem = _commit(run.record, f"runs: {run.label}, test top-1 {final['test_acc']:.2f} %")
+        line += f" (not committed: {problem})" if problem else " (committed)"
+    return line
+
+
+def _metrics(folder: Path) -> list[dict[str, str]]:
+    path = folder / METRICS
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _epoch_seconds(planned: list[Planned]) -> dict[str, float]:
+    """Median measured epoch time of each model configuration (any recipe, seed or folder)."""
+    times: dict[str, list[float]] = {}
+    for run in planned:
+        for row in _metrics(run.run) or _metrics(run.record):
+            times.setdefault(run.run.parent.name, []).append(float(row["epoch_time_s"]))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def eta_seconds(todo: list[Planned], planned: list[Planned], jobs: int) -> float | None:
+    """Seconds until ``todo`` is trained at ``jobs`` runs at once, from the measured epoch times (models not
+    measured yet count at the median of the others); ``None`` before anything was measured."""
+    seconds = _epoch_seconds(planned)
+    if not seconds:
+        return None
+    fallback = statistics.median(seconds.values())
+    left = 0.0
+    for run in todo:
+        remaining = max(0, (run.config.recipe.epochs or 0) - len(_metrics(run.run)))
+        left += remaining * seconds.get(run.run.parent.name, fallback)
+    return left / jobs
+
+
+def _status(running: dict[BaseProcess, Planned], todo: list[Planned], planned: list[Planned], jobs: int) -> str:
+    parts = []
+    for run in running.values():
+        rows = _metrics(run.run)
+        speed = f", {float(rows[-1]['images_per_s']):.0f} img/s" if rows else ""
+        parts.append(f"{run.label} epoch {len(rows)}/{run.config.recipe.epochs}{speed}")
+    eta = eta_seconds([*running.values(), *todo], planned, jobs)
+    return "; ".join(parts) + (f"; ETA {eta / 3600:.1f} h" if eta is not None else "; ETA after the first epoch")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _worker(config: TrainConfig, out: Path, data: str | None, device: str, threads: int, command: str) -> None:
+    """One run in its own process (its checkpoint is written atomically after every epoch)."""
+    import torch
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers itself
+    torch.set_num_threads(threads)
+    try:
+        train(config, out, data_root=data, device=device, progress=False, command=command)
+    except ValueError as error:
+        fail(f"{out}: {error}")
+
+
+def _interrupt(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def run_campaign(todo: list[Planned], planned: list[Planned], args: argparse.Namespace) -> int:
+    """Train ``todo`` ``args.jobs`` at a time, recording each finished run; the number of runs that failed."""
+    context = multiprocessing.get_context("spawn")
+    command, running, failed = command_line(), {}, 0
+    bar = tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", desc="campaign",
+               dynamic_ncols=True, mininterval=_STATUS_EVERY_S, disable=args.no_progress)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                run = todo.pop(0)
+                proc = context.Process(target=_worker, name=run.label, daemon=False,
+                                       args=(run.config, run.run, args.data, args.device, args.threads, command))
+                proc.start()
+                running[proc] = run
+            bar.set_postfix_str(_status(running, todo, planned, args.jobs), refresh=True)
+            for sentinel in wait([proc.sentinel for proc in running], timeout=_STATUS_EVERY_S):
+                proc = next(p for p in running if p.sentinel == sentinel)
+                run = running.pop(proc)
+                proc.join()
+                if proc.exitcode == 0 and (run.run / FINAL).is_file():
+                    bar.write(_keep_record(run, args.commit))
+                    bar.update(1)
+                else:
+                    failed += 1
+                    bar.write(f"failed {run.label} (exit code {proc.exitcode}); see its error above")
+    finally:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.join()
+        bar.close()
+    return failed
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("campaign", choices=sorted(CAMPAIGNS), help="which campaign")
+    p.add_argument("--seeds", help="only these seeds, e.g. 0 or 1,2 (default: all of the campaign's)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help=f"where runs train (default ${RUNS_ENV_VAR} or ~/ghost-runs, outside the checkout)")
+    p.add_argument("--records", type=Path, default=Path("results/runs"),
+                   help="where finished runs' records go (default results/runs)")
+    p.add_argument("--commit", action="store_true", help="git-commit each record as soon as its run finishes")
+    p.add_argument("--data", help="the data copy (default: $GHOST_CIFAR10 or $GHOST_IMAGENET)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _seeds(value: str | None) -> set[int] | None:
+    if value is None:
+        return None
+    try:
+        seeds = {int(part) for part in value.split(",")}
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers such as 0,1,2, got {value!r}") from None
+    if min(seeds) < 0:
+        raise ValueError(f"seeds are >= 0, got {value!r}")
+    return seeds
+
+
+def _pending(planned: list[Planned], commit: bool) -> list[Planned]:
+    """The runs still to train: a run finished in the runs folder but not yet recorded is recorded now."""
+    todo = []
+    for run in planned:
+        if _recorded(run):
+            continue
+        if RunFolder(run.run, run.identity).finished() is not None:
+            print(_keep_record(run, commit), flush=True)
+        else:
+            todo.append(run)
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with cli_errors(resume_hint="run the same command again: finished runs are skipped, the others resume"):
+        check_device(args.device)
+        if args.jobs < 1 or args.threads < 1:
+            raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+        runs_dir = check_results_dir(args.runs_dir or default_runs_dir())
+        records = check_results_dir(args.records)
+        planned = plan(CAMPAIGNS[args.campaign], _seeds(args.seeds), runs_dir, records, args.data)
+        todo = _pending(planned, args.commit and not args.dry_run)
+        print(f"campaign {args.campaign}: {len(planned)} runs, {len(planned) - len(todo)} finished, "
+              f"{len(todo)} to train in {runs_dir} ({args.jobs} at once); records in {records}", flush=True)
+        if args.dry_run:
+            for run in planned:
+                state = "to train" if run in todo else "finished"
+                started = len(_metrics(run.run))
+                print(f"  {run.label}: {state}" + (f" ({started} epochs done)" if run in todo and started else ""))
+            return 0
+        if any(run.config.recipe.dataset == Dataset.CIFAR10 for run in todo):
+            for split in (True, False):  # decode (and cache) CIFAR-10 once, not in every worker
+                load_cifar10(args.data, train=split)
+        failed = run_campaign(todo, planned, args)
+    if failed:
+        fail(f"{failed} runs failed (their errors are above); fix the cause and run the same command again", 1)
+    print("campaign finished: every run is recorded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
