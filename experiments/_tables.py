@@ -14,17 +14,18 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
 from ghost.complexity import count_macs, count_params
@@ -56,11 +57,12 @@ from ghost.train import (
     runs_frame,
     train,
 )
+from ghost.train.store import differences
 
 DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-budget"}
 SWEEP_MODELS = {Dataset.CIFAR10: "vgg16_cifar", Dataset.IMAGENET: "resnet50"}
 _PAPER_CLASSES = {Dataset.CIFAR10: 10, Dataset.IMAGENET: 1000}
-_BANNERS = {
+BANNERS = {
     Scale.SMOKE: "**SMOKE SCALE**: these accuracies only show that the pipeline runs end to end (tiny training "
     "subset, very few epochs); they are not comparable to the paper's.",
     Scale.BUDGET: "**BUDGET SCALE**: real accuracies of a short run sized for a small machine (see the recipe: "
@@ -78,6 +80,7 @@ class Table:
     dataset: Dataset
     configs: tuple[PaperKey, ...]
     plot: Callable[[pd.DataFrame], Figure]
+    reference: PaperKey | None = None  # a sweep's Ghost configuration that the others are also compared with
 
 
 def d_sweep(dataset: Dataset, model: str) -> Table:
@@ -85,14 +88,16 @@ def d_sweep(dataset: Dataset, model: str) -> Table:
     return Table(_table_name(dataset, "d_sweep", model),
                  f"{display_name(ghost_name(model))} (s=2): kernel size d of the cheap operation"
                  + (" (paper Table 2)" if model == "vgg16_cifar" else ""),
-                 dataset, ((model, None, None), *((ghost_name(model), 2, d) for d in (1, 3, 5, 7))), plot_d_sweep)
+                 dataset, ((model, None, None), *((ghost_name(model), 2, d) for d in (1, 3, 5, 7))), plot_d_sweep,
+                 reference=(ghost_name(model), 2, 3))
 
 
 def s_sweep(dataset: Dataset, model: str) -> Table:
     """Ghost-``model`` (d=3) for s in {2,3,4,5} beside ``model`` (the paper's Table 3 for VGG-16)."""
     paper = " (paper Table 3)" if model == "vgg16_cifar" else ""
     return Table(_table_name(dataset, "s_sweep", model), f"{display_name(ghost_name(model))} (d=3): ratio s{paper}",
-                 dataset, ((model, None, None), *((ghost_name(model), s, 3) for s in (2, 3, 4, 5))), plot_s_sweep)
+                 dataset, ((model, None, None), *((ghost_name(model), s, 3) for s in (2, 3, 4, 5))), plot_s_sweep,
+                 reference=(ghost_name(model), 2, 3))
 
 
 CIFAR_COMPRESSION = Table(
@@ -224,73 +229,167 @@ def _row(table: Table, key: PaperKey, match: pd.DataFrame) -> dict[str, object]:
         return "; ".join(sorted(set(match[column].astype(str))))
 
     params, macs = paper_conditions(model, ratio, dw_size, table.dataset)
+    nan = float("nan")
+    first = match.iloc[0] if len(match) else None
     return {
         "model": model, "name": display_name(model, ratio, dw_size), "ratio": ratio, "dw_size": dw_size,
-        "dataset": "CIFAR-10" if table.dataset == Dataset.CIFAR10 else Path(match["data_root"].iloc[0]).name,
+        "dataset": "CIFAR-10" if table.dataset == Dataset.CIFAR10 or first is None else
+        Path(first["data_root"]).name,
         "params": params, "macs": macs,
-        "trained_params": int(match["params"].iloc[0]), "trained_macs": int(match["macs"].iloc[0]),
-        "acc_mean": round(match["test_acc"].mean(), 2),
-        "acc_std": round(match["test_acc"].std(ddof=1), 2) if len(match) > 1 else float("nan"),
-        "top5_mean": round(match["test_top5"].mean(), 2),
+        "trained_params": int(first["params"]) if first is not None else None,
+        "trained_macs": int(first["macs"]) if first is not None else None,
+        "acc_mean": round(match["test_acc"].mean(), 2) if len(match) else nan,
+        "acc_std": round(match["test_acc"].std(ddof=1), 2) if len(match) > 1 else nan,
+        "top5_mean": round(match["test_top5"].mean(), 2) if len(match) else nan,
         "n_seeds": len(match), "seeds": " ".join(str(s) for s in sorted(match["seed"])),
         **_paper(table.dataset, paper_key(model, ratio, dw_size)),
         **{column: joined(column) for column in ("recipe", "scale", "epochs", "input_size", "train_images",
-                                                 "test_images", "data", "hardware", "commit", "torch")},
+                                                 "test_images", "data", "hardware", "commit", "torch",
+                                                 "setting")},
         "train_time_s": round(match["wall_time_s"].sum(), 1),
     }
 
 
+def _matching(runs: pd.DataFrame, key: PaperKey) -> pd.DataFrame:
+    """The runs of one configuration."""
+    model, ratio, dw_size = key
+    return runs[(runs["model"] == model) & (runs["ratio"].fillna(-1) == (ratio or -1))
+                & (runs["dw_size"].fillna(-1) == (dw_size or -1))]
+
+
+def host_of(key: PaperKey) -> PaperKey | None:
+    """The configuration a Ghost configuration is compared with (its host model), ``None`` for a plain one."""
+    model = key[0]
+    return (model[len(GHOST_PREFIX):], None, None) if model.startswith(GHOST_PREFIX) else None
+
+
+def paired_difference(runs: pd.DataFrame, other: pd.DataFrame, confidence: float = 0.95) -> dict[str, object]:
+    """Mean test-accuracy difference ``runs - other`` over the seeds both have, with a Student-t confidence
+    interval (``nan`` for fewer than two pairs), and whether every pair trained on the same hardware."""
+    pairs = runs[["seed", "test_acc", "hardware"]].merge(other[["seed", "test_acc", "hardware"]], on="seed",
+                                                         suffixes=("", "_other"))
+    diff = pairs["test_acc"] - pairs["test_acc_other"]
+    n, nan = len(diff), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n) if n > 1 else nan
+    mean = diff.mean() if n else nan
+    return {"diff_mean": round(mean, 3), "diff_ci_low": round(mean - half, 3), "diff_ci_high": round(mean + half, 3),
+            "n_pairs": n, "pairs_same_hardware": bool((pairs["hardware"] == pairs["hardware_other"]).all())}
+
+
+def check_consistent(table: Table, runs: pd.DataFrame) -> None:
+    """Refuse a table whose runs do not share their recipe, data copy and code-relevant identity.
+
+    Raises:
+        ValueError: naming the first record that differs from the others and how.
+    """
+    if runs.empty:
+        return
+    mine = pd.concat([_matching(runs, key) for key in table.configs])
+    common = mine["shared_identity"].mode().iloc[0]
+    for _, run in mine.iterrows():
+        if run["shared_identity"] != common:
+            found, expected = json.loads(run["shared_identity"]), json.loads(common)
+            raise ValueError(f"the record {run['run_dir']} differs from the other runs of the table {table.name} "
+                             f"({differences(expected, found)}); move it out of the records or retrain it")
+
+
 def table_frame(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
-    """The table's rows: measured accuracy (mean, std over seeds) and size, the paper's numbers beside."""
+    """The table's rows: measured accuracy (mean, std over seeds) and size, each Ghost configuration's paired
+    difference from its host (``diff_*``) and, for a table with a ``reference``, from it (``ref_diff_*``), and the
+    paper's numbers beside."""
+    check_consistent(table, runs)
     rows = []
-    for model, ratio, dw_size in table.configs:
-        match = runs[(runs["model"] == model) & (runs["ratio"].fillna(-1) == (ratio or -1))]
-        rows.append(_row(table, (model, ratio, dw_size), match[match["dw_size"].fillna(-1) == (dw_size or -1)]))
+    for key in table.configs:
+        match = _matching(runs, key)
+        row = _row(table, key, match)
+        host = host_of(key)
+        if host is not None:
+            row.update(host=display_name(*host), **paired_difference(match, _matching(runs, host)),
+                       paper_diff=_paper_diff(table.dataset, key, host))
+        if table.reference is not None and key != table.reference and host is not None:
+            reference = paired_difference(match, _matching(runs, table.reference))
+            row.update({f"ref_{k}": v for k, v in reference.items()})
+        rows.append(row)
     return pd.DataFrame(rows).astype({"ratio": "Int64", "dw_size": "Int64"})
+
+
+def _paper_diff(dataset: Dataset, key: PaperKey, host: PaperKey) -> float | None:
+    ghost, plain = _paper(dataset, paper_key(*key))["paper_acc"], _paper(dataset, paper_key(*host))["paper_acc"]
+    return None if ghost is None or plain is None else round(ghost - plain, 2)
 
 
 def _cell(value: object, fmt: str = "g") -> str:
     return "—" if value is None or pd.isna(value) else format(value, fmt)
 
 
-def _table_lines(df: pd.DataFrame, imagenet: bool) -> list[str]:
+def format_difference(row: pd.Series, prefix: str = "") -> str:
+    """``-1.71 [-2.50, -0.92] (n=3)``: a paired difference with its 95 % interval; ``—`` without pairs."""
+    n = row.get(f"{prefix}n_pairs")
+    if n is None or pd.isna(n) or n == 0:
+        return "—"
+    text = f"{row[f'{prefix}diff_mean']:+.2f}"
+    text += f" [{row[f'{prefix}diff_ci_low']:+.2f}, {row[f'{prefix}diff_ci_high']:+.2f}]" if n > 1 else ""
+    text += f" (n={int(n)}" + ("" if row[f"{prefix}pairs_same_hardware"] else ", mixed CPUs") + ")"
+    return text
+
+
+def _table_lines(table: Table, df: pd.DataFrame, imagenet: bool) -> list[str]:
     top5 = " Top-5 (%) | Paper top-5 (%) |" if imagenet else ""
-    lines = ["| Model | Params (M) | Paper params (M) | FLOPs (M) | Paper FLOPs (M) | Top-1 (%) | Paper top-1 (%) |"
-             + top5, "|---|" + "---:|" * (8 if imagenet else 6)]
+    reference = f" Δ vs {display_name(*table.reference)} (95 % CI) |" if table.reference is not None else ""
+    lines = ["| Model | Params (M) | Paper params (M) | FLOPs (M) | Paper FLOPs (M) | Top-1 (%) | Δ vs host (95 % CI) |"
+             + reference + " Paper top-1 (%) | Paper Δ |" + top5,
+             "|---|" + "---:|" * (10 if imagenet else 8) + ("---:|" if reference else "")]
     for _, row in df.iterrows():
-        acc = f"{row['acc_mean']:.2f}" + (f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
+        acc = "—" if row["n_seeds"] == 0 else f"{row['acc_mean']:.2f}" + (
+            f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
         acc += f" (n={row['n_seeds']})"
         cells = [row["name"], f"{row['params'] / 1e6:.2f}", _cell(row["paper_params_m"]), f"{row['macs'] / 1e6:.1f}",
-                 _cell(row["paper_flops_m"]), acc, _cell(row["paper_acc"])]
+                 _cell(row["paper_flops_m"]), acc, format_difference(row)]
+        if reference:
+            cells.append(format_difference(row, "ref_"))
+        cells += [_cell(row["paper_acc"]), _cell(row.get("paper_diff"), "+g")]
         if imagenet:
-            cells += [f"{row['top5_mean']:.2f}", _cell(row["paper_top5"])]
+            cells += [_cell(row["top5_mean"], ".2f"), _cell(row["paper_top5"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def hardware_note(df: pd.DataFrame) -> str:
+    kinds = sorted(set().union(*(set(h.split("; ")) for h in df["hardware"] if h)))
+    if len(kinds) <= 1:
+        return f"- hardware: {kinds[0] if kinds else '—'} (every run)"
+    return (f"- hardware: the runs come from {len(kinds)} kinds of machine ({'; '.join(kinds)}); a difference marked "
+            "'mixed CPUs' pairs runs trained on different ones")
 
 
 def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> str:
     imagenet = table.dataset == Dataset.IMAGENET
     lines = [f"# {table.title}: {', '.join(sorted(set(df['dataset'])))}", ""]
-    lines += [_BANNERS[Scale(s)] for s in sorted(set(df["scale"])) if Scale(s) in _BANNERS][:1] + [""]
-    lines += [f"Data: {'; '.join(sorted(set(df['data'])))}.", "", *_table_lines(df, imagenet), ""]
+    lines += [BANNERS[Scale(s)] for s in sorted(set(df["scale"]) - {""}) if Scale(s) in BANNERS][:1] + [""]
+    lines += [f"Data: {'; '.join(sorted(set(df['data']) - {''}))}.", "", *_table_lines(table, df, imagenet), ""]
     size_note = ("for a 1000-class classifier at 224x224, as the paper counts them (the trained models have "
                  f"their dataset's classifier and ran at {'; '.join(sorted(set(df['input_size'])))}: "
                  "trained_params/trained_macs in the CSV)") if imagenet else "per 32x32 image"
+    missing = [row["name"] for _, row in df.iterrows() if row["n_seeds"] == 0]
     lines += [
-        "Top-1/top-5: final-epoch test accuracy (never best-on-test), mean ± sample std over seeds. Params and",
-        f"FLOPs (multiply-accumulates of conv and linear layers, the paper's convention) are {size_note}.",
-        "",
+        "Top-1/top-5: final-epoch test accuracy (never best-on-test), mean ± sample std over seeds (n). Δ: the",
+        "difference in top-1 points from the host (or the reference), paired by seed, mean and Student-t 95 %",
+        "interval over the pairs; an interval that contains 0 means these seeds do not resolve the difference.",
+        f"Params and FLOPs (multiply-accumulates of conv and linear layers, the paper's convention) are {size_note}.",
+        *([f"Not trained yet: {', '.join(missing)}.", ""] if missing else [""]),
         "## Provenance",
         "",
         f"- recipe: `{recipe.name}`: {recipe.description}",
         f"- recipe spec: `{json.dumps({k: v for k, v in recipe.to_dict().items() if k != 'description'})}`",
-        f"- epochs: {df['epochs'].iloc[0]}; training images: {df['train_images'].iloc[0]}; "
-        f"test images: {df['test_images'].iloc[0]}",
-        f"- hardware: {'; '.join(sorted(set(df['hardware'])))}",
-        f"- torch: {'; '.join(sorted(set(df['torch'])))}",
-        f"- commit: {'; '.join(sorted(set(df['commit'])))}",
+        f"- epochs: {'; '.join(sorted(set(df['epochs']) - {''}))}; training images: "
+        f"{'; '.join(sorted(set(df['train_images']) - {''}))}; test images: "
+        f"{'; '.join(sorted(set(df['test_images']) - {''}))}",
+        f"- training setting: {'; '.join(sorted(set(df['setting']) - {''}))}",
+        hardware_note(df),
+        f"- torch: {'; '.join(sorted(set(df['torch']) - {''}))}",
+        f"- commit: {'; '.join(sorted(set('; '.join(df['commit']).split('; ')) - {''}))}",
         f"- training time of these runs: {df['train_time_s'].sum() / 60:.1f} min",
-        f"- table written by: `{command}` at {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- table written by: `{command}`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -301,12 +400,13 @@ def table_stem(table: Table, recipe: Recipe) -> str:
     return table.name if recipe.scale == Scale.SMOKE else f"{table.name}_{recipe.name}"
 
 
-def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path) -> pd.DataFrame:
+def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path,
+                command: str | None = None) -> pd.DataFrame:
     """Write ``<stem>.csv``, ``<stem>.md`` and ``figures/<stem>.png`` atomically (:func:`table_stem`); return the
-    table."""
+    table. ``command``: what the Markdown names as its writer (default: this process's command line)."""
     df, stem = table_frame(table, runs), table_stem(table, recipe)
     write_text_atomic(folder / f"{stem}.csv", df.to_csv(index=False))
-    write_text_atomic(folder / f"{stem}.md", _markdown(table, df, recipe, command_line()))
+    write_text_atomic(folder / f"{stem}.md", _markdown(table, df, recipe, command or command_line()))
     save_figure_atomic(table.plot(df), folder / "figures" / f"{stem}.png")
     return df
 

@@ -9,7 +9,9 @@ Runs train in ``--runs-dir`` (default ``$GHOST_RUNS_DIR`` or ``~/ghost-runs``: o
 fresh clone does not lose them), ``--jobs`` at once (default 2, each on ``--threads`` CPU threads, default 1).
 Each finished run's record (``final.json`` and ``metrics.csv``, never weights) is copied to
 ``<records>/<recipe>/<model>[-s<s>-d<d>]/seed<k>/`` (default ``results/runs``) as soon as it finishes, and with
-``--commit`` committed to git at once, so that a lost machine loses at most the runs in progress. A run whose
+``--commit`` committed to git at once together with the tables rebuilt from the records
+(``python -m experiments.rebuild_tables``, run with the checkout's own code), so that a lost machine loses at most
+the runs in progress and every commit's tables equal its records. A run whose
 record is in the repository counts as finished even when its run folder is gone; a record of another
 configuration (recipe, data copy, code-relevant identity) stops the campaign with one line naming it.
 
@@ -39,6 +41,7 @@ from tqdm.auto import tqdm
 
 from experiments._cli import check_device, check_results_dir, cli_errors, fail
 from experiments._tables import CIFAR_COMPRESSION, d_sweep, s_sweep
+from experiments.rebuild_tables import table_files
 from ghost.data import load_cifar10
 from ghost.paper import PaperKey
 from ghost.provenance import command_line
@@ -125,25 +128,40 @@ def _recorded(run: Planned) -> bool:
     return RunFolder(run.record, run.identity).finished() is not None
 
 
-def _commit(record: Path, message: str) -> str | None:
-    """``git add`` and commit only ``record``'s files; ``None`` on success, else git's complaint in one line."""
-    cwd = record.resolve().parent
-    for command in (["git", "add", "--", str(record.resolve())],
-                    ["git", "commit", "--quiet", "-m", message, "--", str(record.resolve())]):
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            return " ".join((done.stderr or done.stdout).split())[:300]
-    return None
+def _git(args: list[str], cwd: Path) -> str | None:
+    """Run ``git args`` in ``cwd``; ``None`` on success, else git's complaint in one line."""
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    return None if done.returncode == 0 else " ".join((done.stderr or done.stdout).split())[:300]
 
 
-def _keep_record(run: Planned, commit: bool) -> str:
-    """Copy a finished run's record into the repository (and commit it); a line saying what was done."""
+def _commit(record: Path, results: Path, message: str) -> str | None:
+    """Rebuild the tables from the records with the checkout's own code (``experiments.rebuild_tables`` run in
+    the repository that holds ``record``) and commit the record with the tables; ``None`` on success, else what
+    went wrong, in one line (the record stays where it is, uncommitted)."""
+    record = record.resolve()
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=record, capture_output=True, text=True,
+                         check=False).stdout.strip()
+    if not top:
+        return f"{record} is not inside a git repository"
+    rebuilt = subprocess.run([sys.executable, "-m", "experiments.rebuild_tables", "--records",
+                              str(record.parents[2]), "--results-dir", str(results.resolve())],
+                             cwd=top, capture_output=True, text=True, check=False)
+    if rebuilt.returncode != 0:
+        return "rebuilding the tables failed: " + " ".join(rebuilt.stderr.split())[-300:]
+    paths = [str(record), *(str(p) for p in table_files(results.resolve()) if p.is_file())]
+    return _git(["add", "--", *paths], Path(top)) or _git(["commit", "--quiet", "-m", message, "--", *paths],
+                                                           Path(top))
+
+
+def _keep_record(run: Planned, commit: bool, results: Path) -> str:
+    """Copy a finished run's record into the repository (and commit it with the rebuilt tables); a line saying
+    what was done."""
     export_record(run.run, run.record)
     final = RunFolder(run.record, run.identity).finished() or {}
     line = f"recorded {run.label}: test top-1 {final['test_acc']:.2f} % in {final['wall_time_s'] / 60:.1f} min"
     if commit:
-        problem = _commit(run.record, f"runs: {run.label}, test top-1 {final['test_acc']:.2f} %")
-        line += f" (not committed: {problem})" if problem else " (committed)"
+        problem = _commit(run.record, results, f"runs: {run.label}, test top-1 {final['test_acc']:.2f} %")
+        line += f" (not committed: {problem})" if problem else " (committed with the rebuilt tables)"
     return line
 
 
@@ -230,7 +248,7 @@ def run_campaign(todo: list[Planned], planned: list[Planned], args: argparse.Nam
                 run = running.pop(proc)
                 proc.join()
                 if proc.exitcode == 0 and (run.run / FINAL).is_file():
-                    bar.write(_keep_record(run, args.commit))
+                    bar.write(_keep_record(run, args.commit, args.results_dir))
                     bar.update(1)
                 else:
                     failed += 1
@@ -252,7 +270,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"where runs train (default ${RUNS_ENV_VAR} or ~/ghost-runs, outside the checkout)")
     p.add_argument("--records", type=Path, default=Path("results/runs"),
                    help="where finished runs' records go (default results/runs)")
-    p.add_argument("--commit", action="store_true", help="git-commit each record as soon as its run finishes")
+    p.add_argument("--commit", action="store_true",
+                   help="as soon as a run finishes, rebuild the tables and git-commit them with its record")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="where --commit rebuilds the tables (default results/)")
     p.add_argument("--data", help="the data copy (default: $GHOST_CIFAR10 or $GHOST_IMAGENET)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (default 2)")
@@ -274,14 +295,14 @@ def _seeds(value: str | None) -> set[int] | None:
     return seeds
 
 
-def _pending(planned: list[Planned], commit: bool) -> list[Planned]:
+def _pending(planned: list[Planned], commit: bool, results: Path) -> list[Planned]:
     """The runs still to train: a run finished in the runs folder but not yet recorded is recorded now."""
     todo = []
     for run in planned:
         if _recorded(run):
             continue
         if RunFolder(run.run, run.identity).finished() is not None:
-            print(_keep_record(run, commit), flush=True)
+            print(_keep_record(run, commit, results), flush=True)
         else:
             todo.append(run)
     return todo
@@ -297,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = check_results_dir(args.runs_dir or default_runs_dir())
         records = check_results_dir(args.records)
         planned = plan(CAMPAIGNS[args.campaign], _seeds(args.seeds), runs_dir, records, args.data)
-        todo = _pending(planned, args.commit and not args.dry_run)
+        todo = _pending(planned, args.commit and not args.dry_run, args.results_dir)
         print(f"campaign {args.campaign}: {len(planned)} runs, {len(planned) - len(todo)} finished, "
               f"{len(todo)} to train in {runs_dir} ({args.jobs} at once); records in {records}", flush=True)
         if args.dry_run:

@@ -392,3 +392,19 @@ def test_recipe_speed_settings_follow_the_device() -> None:
     plain = Engine.create(tiny_net(), recipe_from_dict(TINY_RECIPE), torch.device("cpu"))
     with plain.autocast():
         assert plain.forward(x).dtype == torch.float32
+
+
+def test_precise_bn_replaces_stale_running_statistics_by_the_mean_over_training_batches(fake_root: Path) -> None:
+    from ghost.data import load_cifar10
+    from ghost.train.engine import recompute_bn_stats
+
+    images, labels = load_cifar10(fake_root, train=True, cache_dir=fake_root / "cache")
+    data = DeviceData(images, labels, CIFAR10_MEAN, CIFAR10_STD)
+    net = nn.Sequential(nn.BatchNorm2d(3, momentum=0.01), nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    engine = Engine.create(net, recipe_from_dict(TINY_RECIPE), torch.device("cpu"))
+    recompute_bn_stats(engine, data, 32, 3, torch.Generator().manual_seed(7))
+    batches = data.train_batches(32, torch.Generator().manual_seed(7))
+    means = [x.mean(dim=(0, 2, 3)) for x, _ in (next(batches) for _ in range(3))]
+    bn = net[0]
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)  # not 0.01 x the first batch's
+    assert bn.momentum == 0.01 and net.training  # fvcore restores the momentum; the model stays in train mode

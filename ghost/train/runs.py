@@ -69,8 +69,20 @@ def load_trained(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), final
 
 
+_CONFIGURATION_KEYS = ("model", "ratio", "dw_size", "seed")
+
+
+def training_setting(config: dict[str, Any]) -> str:
+    """How a run's ``final.json`` config says it trained: ``fp32``/``bf16``, ``+channels_last``, ``+compile``."""
+    setting = "bf16" if config.get("bf16") else "fp32"
+    return setting + ("+channels_last" if config.get("channels_last") else "") + \
+        ("+compile" if config.get("compile") else "")
+
+
 def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
-    """One row per finished run: configuration, final accuracy, size and provenance."""
+    """One row per finished run (a run folder or a committed record): configuration, final accuracy, size,
+    provenance, the speed setting it trained with, and ``shared_identity``: its identity without the
+    configuration (model, ratio, dw_size, seed), which every run of one table must share (recipe, data copy)."""
     rows = []
     for run in runs:
         final = load_final(run)
@@ -98,6 +110,9 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "commit": final["commit"],
                 "torch": final["torch"],
                 "wall_time_s": final["wall_time_s"],
+                "setting": training_setting(config),
+                "shared_identity": json.dumps(
+                    {k: v for k, v in final["identity"].items() if k not in _CONFIGURATION_KEYS}, sort_keys=True),
                 "run_dir": str(run),
             }
         )

@@ -1,0 +1,196 @@
+"""Rebuild the campaign tables and their figures from the run records committed in the repository alone.
+
+    python -m experiments.rebuild_tables [--records results/runs] [--results-dir results]
+
+Reads every ``final.json`` (and, for the learning curves, ``metrics.csv``) under ``--records`` (what
+``python -m experiments.campaign --commit`` commits; no runs folder needed) and writes:
+
+- ``cifar10_{d_sweep,s_sweep,compression}_budget.{csv,md}`` and their figures: the paper's three CIFAR-10
+  tables on the ``budget`` recipe (mean ± std over seeds, each Ghost configuration's paired difference from its
+  host, and in the sweeps from Ghost s=2 d=3, with 95 % intervals);
+- ``cifar10_schedule_budget.{csv,md}`` and ``figures/cifar10_schedule_budget.png``: the four models of the
+  compression table at 10 epochs (``budget``) and 30 epochs (``budget30``), the Ghost-minus-host gap at both
+  lengths and the 30-epoch learning curves.
+
+A record of another recipe spec, data copy or identity than the rest of its table is refused with one line
+naming it; a folder without ``final.json`` is an unfinished run and never enters a table. The output is a
+function of the records: the test suite checks that the committed tables equal a rebuild.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments._cli import check_results_dir, cli_errors, results_dir
+from experiments._tables import (
+    BANNERS,
+    CIFAR_COMPRESSION,
+    check_consistent,
+    d_sweep,
+    format_difference,
+    hardware_note,
+    s_sweep,
+    table_frame,
+    table_stem,
+    write_table,
+)
+from ghost.io import save_figure_atomic, write_text_atomic
+from ghost.plotting import display_name
+from ghost.train import Dataset, Recipe, Scale, find_runs, load_recipe, runs_frame
+from ghost.train.store import METRICS, differences
+
+COMMAND = "python -m experiments.rebuild_tables"
+CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10, "vgg16_cifar"), CIFAR_COMPRESSION)
+TABLE_RECIPE = "budget"
+SCHEDULE = ("budget", "budget30")  # the same recipe at two lengths
+SCHEDULE_STEM = "cifar10_schedule_budget"
+
+
+def table_files(out: Path) -> list[Path]:
+    """Every file :func:`rebuild` can write into ``out`` (tables and figures)."""
+    recipe = load_recipe(TABLE_RECIPE)
+    stems = [*(table_stem(table, recipe) for table in CIFAR_TABLES), SCHEDULE_STEM]
+    return [path for stem in stems for path in (out / f"{stem}.csv", out / f"{stem}.md",
+                                                out / "figures" / f"{stem}.png")]
+
+
+def recorded_runs(records: Path, recipe: Recipe) -> pd.DataFrame:
+    """The committed records of ``recipe`` (one row each, :func:`ghost.train.runs_frame`); refuses a record
+    trained with another spec of the recipe than the shipped one."""
+    runs = runs_frame(find_runs(records / recipe.name))
+    for _, run in runs.iterrows():
+        spec = json.loads(run["shared_identity"])["recipe_spec"]
+        if spec != recipe.to_dict():
+            raise ValueError(f"the record {run['run_dir']} was trained with another spec of the recipe {recipe.name} "
+                             f"than the shipped one ({differences(recipe.to_dict(), spec)}); move it out of the "
+                             "records or retrain it")
+    return runs
+
+
+def schedule_frame(frames: dict[str, pd.DataFrame], recipes: dict[str, Recipe]) -> pd.DataFrame:
+    """The compression table's rows at each length of :data:`SCHEDULE`, one block per recipe."""
+    blocks = []
+    for name, runs in frames.items():
+        block = table_frame(CIFAR_COMPRESSION, runs)
+        block.insert(4, "schedule_epochs", recipes[name].epochs)
+        blocks.append(block)
+    return pd.concat(blocks, ignore_index=True)
+
+
+def _curves(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per configuration (its display name): the test accuracy after each epoch, mean over its seeds."""
+    curves = {}
+    for (model, ratio, dw_size), group in runs.groupby(["model", "ratio", "dw_size"], dropna=False, sort=False):
+        metrics = pd.concat([pd.read_csv(Path(run) / METRICS) for run in group["run_dir"]])
+        tested = metrics.dropna(subset=["test_acc"]).groupby("epoch")["test_acc"].mean()
+        ratio, dw_size = (None, None) if pd.isna(ratio) else (int(ratio), int(dw_size))
+        curves[display_name(model, ratio, dw_size)] = tested.reset_index()
+    return curves
+
+
+def plot_schedule(df: pd.DataFrame, long_runs: pd.DataFrame) -> Figure:
+    """Left: the Ghost-minus-host gap (paired by seed, 95 % interval where n >= 2) against the schedule length,
+    the paper's gap dashed. Right: test accuracy after every epoch of the long runs."""
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    gap, curve = fig.subplots(1, 2)
+    for _, rows in df[df["host"].notna()].groupby("name", sort=False):
+        rows = rows.sort_values("schedule_epochs")
+        low = (rows["diff_mean"] - rows["diff_ci_low"]).fillna(0)
+        high = (rows["diff_ci_high"] - rows["diff_mean"]).fillna(0)
+        line = gap.errorbar(rows["schedule_epochs"], rows["diff_mean"], yerr=[low, high], marker="o", capsize=4,
+                            label=f"{rows['name'].iloc[0]} − {rows['host'].iloc[0]}")
+        paper = rows["paper_diff"].dropna()
+        if len(paper):
+            gap.axhline(paper.iloc[0], color=line[0].get_color(), linestyle="--", alpha=0.6,
+                        label=f"paper (164 epochs): {paper.iloc[0]:+g}")
+    gap.axhline(0, color="black", linewidth=0.8)
+    gap.set_xticks(sorted(set(df["schedule_epochs"])))
+    gap.set_xlabel("training length (epochs)")
+    gap.set_ylabel("top-1 difference, Ghost − host (points)")
+    gap.set_title("Ghost-minus-host gap (paired by seed, 95 % CI)", fontsize=10)
+    gap.legend(fontsize=7)
+    gap.grid(alpha=0.3)
+    for name, points in _curves(long_runs).items():
+        curve.plot(points["epoch"], points["test_acc"], marker=".", label=name)
+    curve.set_xlabel("epoch")
+    curve.set_ylabel("CIFAR-10 test top-1 (%)")
+    curve.set_title("test accuracy per epoch, 30-epoch runs (mean over seeds)", fontsize=10)
+    curve.legend(fontsize=7)
+    curve.grid(alpha=0.3)
+    fig.suptitle("BUDGET SCALE: short CPU schedules, not comparable to the paper's", fontsize=9)
+    return fig
+
+
+def _schedule_markdown(df: pd.DataFrame, recipes: dict[str, Recipe]) -> str:
+    lines = ["# CIFAR-10: does the Ghost gap close with longer training? (budget recipe at 10 and 30 epochs)", "",
+             BANNERS[Scale.BUDGET], "",
+             "| Model | Epochs | Top-1 (%) | Δ vs host (95 % CI) | Paper top-1 (%) | Paper Δ |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for _, row in df.iterrows():
+        acc = "—" if row["n_seeds"] == 0 else f"{row['acc_mean']:.2f}" + (
+            f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
+        paper_diff = "—" if pd.isna(row.get("paper_diff")) else f"{row['paper_diff']:+g}"
+        paper = "—" if pd.isna(row["paper_acc"]) else f"{row['paper_acc']:g}"
+        lines.append(f"| {row['name']} | {row['schedule_epochs']} | {acc} (n={row['n_seeds']}) | "
+                     f"{format_difference(row)} | {paper} | {paper_diff} |")
+    lines += ["", "Final-epoch test accuracy (never best-on-test), mean ± sample std over seeds; Δ paired by seed",
+              "with a Student-t 95 % interval (none for a single pair). The paper's numbers are at 164 epochs.", "",
+              "## Provenance", ""]
+    for name, recipe in recipes.items():
+        lines.append(f"- recipe `{name}` ({recipe.epochs} epochs): {recipe.description}")
+    lines += [hardware_note(df), f"- training setting: {'; '.join(sorted(set(df['setting']) - {''}))}",
+              f"- commit: {'; '.join(sorted(set('; '.join(df['commit']).split('; ')) - {''}))}",
+              f"- training time of these runs: {df['train_time_s'].sum() / 60:.1f} min",
+              f"- table written by: `{COMMAND}`"]
+    return "\n".join(lines) + "\n"
+
+
+def rebuild(records: Path, out: Path) -> list[Path]:
+    """Write every table the records allow into ``out`` (created only once every record has been checked); the
+    CSV files written."""
+    table_recipe = load_recipe(TABLE_RECIPE)
+    runs = recorded_runs(records, table_recipe)
+    recipes = {name: load_recipe(name) for name in SCHEDULE}
+    frames = {name: recorded_runs(records, recipe) for name, recipe in recipes.items()}
+    for table in CIFAR_TABLES:
+        check_consistent(table, runs)
+    for frame in frames.values():
+        check_consistent(CIFAR_COMPRESSION, frame)
+    written = []
+    if not runs.empty:
+        for table in CIFAR_TABLES:
+            write_table(table, runs, table_recipe, results_dir(out), command=COMMAND)
+            written.append(out / f"{table_stem(table, table_recipe)}.csv")
+    if all(not frame.empty for frame in frames.values()):
+        df = schedule_frame(frames, recipes)
+        write_text_atomic(results_dir(out) / f"{SCHEDULE_STEM}.csv", df.to_csv(index=False))
+        write_text_atomic(out / f"{SCHEDULE_STEM}.md", _schedule_markdown(df, recipes))
+        save_figure_atomic(plot_schedule(df, frames[SCHEDULE[-1]]), out / "figures" / f"{SCHEDULE_STEM}.png")
+        written.append(out / f"{SCHEDULE_STEM}.csv")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--records", type=Path, default=Path("results/runs"), help="the committed run records")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where tables go (default results/)")
+    args = p.parse_args(argv)
+    with cli_errors():
+        if not args.records.is_dir():
+            raise ValueError(f"{args.records} is not a folder of run records; pass --records")
+        written = rebuild(args.records, check_results_dir(args.results_dir))
+    for path in written:
+        print(f"wrote {path} (.csv/.md and its figure)")
+    if not written:
+        print(f"no records under {args.records} make a table yet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
