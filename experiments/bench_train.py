@@ -1,205 +1,209 @@
-"""Training speed of this repo's engine against a plain reference loop, on CIFAR-10 (one run, one table).
+"""Training throughput on the CPU: every model of the tables in every setting the engine can train it with.
 
-    python -m experiments.bench_train               # on a GPU: one timed epoch per model and loop
-    python -m experiments.bench_train --steps 10    # on a CPU: 10 timed steps, epoch time extrapolated
+    python -m experiments.bench_train                      # writes results/train_throughput_cpu.{csv,md}
+    python -m experiments.bench_train --groups resnet56 --rounds 3 --results-dir /tmp/bench
 
-- engine: the library's training engine (``ghost.train.Engine``): the whole uint8 training set on the device,
-  batches cropped/flipped/normalized there, bf16 autocast, channels_last and ``torch.compile`` on CUDA as the
-  recipe says (``paper`` by default);
-- reference: torchvision transforms on PIL images in a ``torch.utils.data.DataLoader`` with worker
-  processes, fp32, eager, the same model, optimizer settings and batch size.
-
-Warm-up steps (including compilation) are not timed. Epoch time = steps per epoch x time per step.
+One SGD step of the engine (``ghost.train.Engine``, ``train_one_epoch``) on a fixed random batch of the model's
+input size, per (model, setting). The models of one group (a host and its Ghost variants) are timed side by side
+in one process (``ghost.benchmark.time_interleaved``: warm-up steps first, untimed, where ``torch.compile``
+compiles; then ``--rounds`` rounds that alternate the order), so that their ratios are fair; images/s is the
+batch over the median step time, with the p10-p90 range of the rounds. ``chosen`` marks the setting the engine
+trains the model with: the one its recipe pins (``imagenette-budget`` for the ImageNet-format models), or, where
+the recipe leaves torch.compile to the engine's probe (``budget``, for CIFAR-10), the faster of the two measured
+here (the run's record names what its own probe picked); ``speedup_vs_baseline`` is a model's chosen-setting
+images/s over its host's (GhostNet's host is MobileNetV3-Large). Measured on ``--threads`` threads (default 1, as
+each job of the campaign trains); the data pipeline is not included.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import os
+import statistics
 import sys
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
-from experiments._cli import check_device, cli_errors
-from ghost.benchmark import time_calls
-from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData, load_cifar10
+from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
+from ghost.benchmark import time_interleaved
+from ghost.io import write_text_atomic
+from ghost.plotting import display_name
 from ghost.provenance import git_commit, hardware
-from ghost.train import Engine, build_model, load_recipe, resolve_device, train_one_epoch
-
-DEFAULT_MODELS = ("vgg16_cifar", "ghost_vgg16_cifar", "resnet56_cifar")
+from ghost.train import DeviceSettings, Engine, Recipe, build_model, load_recipe, train_one_epoch
 
 
-class PILCifar(Dataset):
-    """CIFAR-10 the way torchvision's ``datasets.CIFAR10`` serves it: a PIL image per item, transformed."""
+@dataclass(frozen=True)
+class Config:
+    """One model of a group: name, s, d and the recipe whose input size, batch and setting it trains with."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
-        self.images = images.permute(0, 2, 3, 1).numpy()  # NHWC uint8, as torchvision stores it
-        self.labels = labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(np.ascontiguousarray(self.images[i]))), self.labels[i]
+    model: str
+    ratio: int | None = None
+    dw_size: int | None = None
+    recipe: str = "budget"
 
 
-def _timed(run: Callable[[int], None], warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds per step of ``run(n)`` (which performs n steps), after ``warmup`` untimed steps."""
-    run(warmup)
-    (seconds,) = time_calls(lambda: run(steps), device, warmup=0, repeats=1)
-    return seconds / steps
+_IMAGENETTE = "imagenette-budget"
+GROUPS: dict[str, tuple[Config, ...]] = {
+    "vgg16": (Config("vgg16_cifar"), *(Config("ghost_vgg16_cifar", s, 3) for s in (2, 3, 4, 5)),
+              *(Config("ghost_vgg16_cifar", 2, d) for d in (1, 5, 7))),
+    "resnet56": (Config("resnet56_cifar"), Config("ghost_resnet56_cifar", 2, 3)),
+    "resnet50": (Config("resnet50", recipe=_IMAGENETTE), Config("ghost_resnet50", 2, 3, _IMAGENETTE)),
+    "ghostnet": (Config("mobilenet_v3_large", recipe=_IMAGENETTE), Config("ghostnet_100", recipe=_IMAGENETTE)),
+}
+HOSTS = {"ghostnet_100": "mobilenet_v3_large"}
+EAGER_SETTINGS = (DeviceSettings(False, False, False), DeviceSettings(False, True, False),
+                  DeviceSettings(True, False, False), DeviceSettings(True, True, False))
+COMPILED = DeviceSettings(True, True, True)
+STEM = "train_throughput_cpu"
 
 
-def bench_engine(model_name: str, recipe_name: str, data: DeviceData, args: argparse.Namespace) -> float:
-    """Seconds per training step of the engine."""
-    recipe = load_recipe(recipe_name)
+def host(config: Config) -> str:
+    """The model a configuration's speed is compared with."""
+    return HOSTS.get(config.model, config.model.removeprefix("ghost_"))
+
+
+def _input(recipe: Recipe) -> tuple[int, int, int]:
+    return (3, 32, 32) if recipe.train_crop is None else (3, recipe.train_crop, recipe.train_crop)
+
+
+def step_function(config: Config, settings: DeviceSettings, recipe: Recipe, batch: tuple[torch.Tensor, torch.Tensor]):
+    """One optimizer step of the engine for ``config`` in ``settings`` (a fresh model, seeded)."""
     torch.manual_seed(0)
-    engine = Engine.create(build_model(model_name), recipe, data.device)
-    data.normalize.channels_last = engine.channels_last
+    engine = Engine.create(build_model(config.model, config.ratio, config.dw_size, num_classes=10), recipe,
+                           torch.device("cpu"), settings=settings)
+    x, y = batch
+    x = x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x.contiguous()
+    batches = itertools.repeat((x, y))
+
+    def step() -> None:
+        train_one_epoch(engine, batches, range(1), lambda _: recipe.lr)
+
+    return step
+
+
+def bench_group(configs: tuple[Config, ...], settings: tuple[DeviceSettings, ...], args: argparse.Namespace
+                ) -> list[dict[str, object]]:
+    """Rows of one group, timed side by side."""
+    recipes = {c.recipe: load_recipe(c.recipe) for c in configs}
     generator = torch.Generator().manual_seed(0)
-    batches: Iterator = itertools.chain.from_iterable(
-        data.train_batches(args.batch_size, generator) for _ in itertools.count()
-    )
-    steps_per_epoch, step = data.steps_per_epoch(args.batch_size), [0]
+    batches = {name: (torch.randn(r.batch_size, *_input(r), generator=generator),
+                      torch.randint(0, 10, (r.batch_size,), generator=generator)) for name, r in recipes.items()}
+    calls = {(c, s): step_function(c, s, recipes[c.recipe], batches[c.recipe]) for c in configs for s in settings}
+    times = time_interleaved(calls, "cpu", warmup=args.warmup, repeats=args.rounds)
+    rows = []
+    for (config, setting), seconds in times.items():
+        recipe = recipes[config.recipe]
+        deciles = statistics.quantiles(seconds, n=10) if len(seconds) > 1 else [seconds[0]] * 9
+        rows.append({
+            "model": config.model, "name": display_name(config.model, config.ratio, config.dw_size),
+            "ratio": config.ratio, "dw_size": config.dw_size, "recipe": recipe.name,
+            "input": "x".join(map(str, _input(recipe)[1:])), "batch": recipe.batch_size, "setting": setting.label,
+            "images_per_s": round(recipe.batch_size / statistics.median(seconds), 1),
+            "images_per_s_p10": round(recipe.batch_size / deciles[-1], 1),
+            "images_per_s_p90": round(recipe.batch_size / deciles[0], 1),
+            "candidate": setting in recipe.device_candidates("cpu"), "host": host(config),
+        })
+    return rows
 
-    def lr_at(s: int) -> float:
-        return recipe.lr_at(s, steps_per_epoch)
 
-    def run(n: int) -> None:
-        train_one_epoch(engine, batches, range(step[0], step[0] + n), lr_at)
-        step[0] += n
+def mark_chosen(df: pd.DataFrame) -> pd.DataFrame:
+    """``chosen``: per model, the setting its recipe pins, or of the settings the recipe leaves to the engine's
+    probe the fastest measured here (what the probe picks at the start of a run; the run's record names what it
+    really picked)."""
+    df = df.copy()
+    fastest = df[df["candidate"]].groupby(["model", "ratio", "dw_size"], dropna=False)["images_per_s"].idxmax()
+    df["chosen"] = df.index.isin(fastest.values)
+    return df.drop(columns="candidate")
 
-    return _timed(run, args.warmup, args.steps, data.device)
+
+def with_speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """``speedup_vs_baseline``: each row's images/s over its host's in the host's chosen setting."""
+    chosen = df[df["chosen"]].set_index("model")["images_per_s"]
+    df = df.copy()
+    df["speedup_vs_baseline"] = [round(ips / chosen[h], 3) if row_chosen and h in chosen else float("nan")
+                                 for ips, h, row_chosen in zip(df["images_per_s"], df["host"], df["chosen"],
+                                                               strict=True)]
+    return df
 
 
-def bench_reference(
-    model_name: str, recipe_name: str, dataset: PILCifar, device: torch.device, args: argparse.Namespace
-) -> float:
-    """Seconds per training step of a plain loop: DataLoader with workers, fp32, eager."""
-    recipe = load_recipe(recipe_name)
-    torch.manual_seed(0)
-    model = build_model(model_name).to(device).train()
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        nesterov=recipe.nesterov,
-        weight_decay=recipe.weight_decay,
-    )
-    criterion = nn.CrossEntropyLoss()
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.workers > 0,
-    )
-    batches: Iterator = itertools.chain.from_iterable(loader for _ in itertools.count())
-
-    def run(n: int) -> None:
-        for x, y in itertools.islice(batches, n):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = criterion(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    return _timed(run, args.warmup, args.steps, device)
+def _markdown(df: pd.DataFrame, meta: dict[str, str]) -> str:
+    lines = ["# Training throughput on the CPU (images/s, one SGD step of the engine)", "",
+             f"Machine: {meta['hardware']}; {meta['threads']} thread(s); torch {meta['torch']}; commit "
+             f"{meta['commit']}; {meta['warmup']} warm-up steps and {meta['rounds']} interleaved timed rounds per "
+             "(model, setting); median, p10-p90 in brackets. **bold** = the setting the engine trains the model "
+             "with (the recipe's, or where it leaves torch.compile to the engine's probe, the faster of the two "
+             "measured here); speed-up = chosen images/s over the host's chosen images/s.", ""]
+    settings = list(dict.fromkeys(df["setting"]))
+    lines += ["| Model | input, batch | " + " | ".join(settings) + " | speed-up vs host |",
+              "|---|---|" + "---:|" * (len(settings) + 1)]
+    for name, rows in df.groupby("name", sort=False):
+        cells = []
+        for setting in settings:
+            row = rows[rows["setting"] == setting]
+            if row.empty:
+                cells.append("—")
+                continue
+            row = row.iloc[0]
+            text = f"{row['images_per_s']:.0f} [{row['images_per_s_p10']:.0f}-{row['images_per_s_p90']:.0f}]"
+            cells.append(f"**{text}**" if row["chosen"] else text)
+        speedup = rows.loc[rows["chosen"], "speedup_vs_baseline"]
+        first = rows.iloc[0]
+        ratio = f"{speedup.iloc[0]:.2f}x" if len(speedup) and pd.notna(speedup.iloc[0]) else "—"
+        lines.append(f"| {name} | {first['input']}, {first['batch']} | " + " | ".join(cells) + f" | {ratio} |")
+    lines += ["", f"Written by `{meta['command']}`."]
+    return "\n".join(lines) + "\n"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    parser.add_argument("--recipe", default="paper", help="the engine's recipe (bf16/channels_last/compile)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, help="timed steps (default: one epoch on CUDA, 10 on the CPU)")
-    parser.add_argument(
-        "--warmup", type=int, default=20, help="untimed steps first (compilation happens here)"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="reference loader workers"
-    )
-    parser.add_argument("--data", help="CIFAR-10 copy (default: $GHOST_CIFAR10)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
-    return parser
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}")
+    p.add_argument("--compile", default=",".join(GROUPS),
+                   help="groups also timed with torch.compile (bf16+channels_last+compile; slow to warm up), "
+                        "comma-separated, or none (default: all)")
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2; compilation happens here)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu only: this table is about CPU training")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where the table goes")
+    return p
 
 
-def _models(models: str) -> list[str]:
-    """The comma-separated model names, each built once to fail fast on an unknown name."""
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    for name in names:
-        build_model(name)
+def _names(value: str, known: dict[str, object], flag: str) -> list[str]:
+    names = [] if value == "none" else [n.strip() for n in value.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {flag} {', '.join(unknown)}; choose from {', '.join(known)}")
     return names
-
-
-def _reference_data(images: torch.Tensor, labels: torch.Tensor) -> PILCifar:
-    """The training set as the reference loop reads it: PIL images through torchvision's transforms."""
-    augment = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-        ]
-    )
-    return PILCifar(images, labels, augment)
-
-
-def _compare(
-    models: list[str], data: DeviceData, dataset: PILCifar, args: argparse.Namespace, steps_per_epoch: int
-) -> None:
-    """Print one row per model: images/s and epoch time of the engine and of the reference loop."""
-    header = (
-        f"{'model':<22} {'engine img/s':>13} {'epoch (s)':>10} {'reference img/s':>16} {'epoch (s)':>10} "
-        f"{'speed-up':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name in models:
-        engine_step = bench_engine(name, args.recipe, data, args)
-        reference_step = bench_reference(name, args.recipe, dataset, data.device, args)
-        print(
-            f"{name:<22} {args.batch_size / engine_step:>13.1f} {engine_step * steps_per_epoch:>10.2f} "
-            f"{args.batch_size / reference_step:>16.1f} {reference_step * steps_per_epoch:>10.2f} "
-            f"{reference_step / engine_step:>8.2f}x",
-            flush=True,
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with cli_errors():
-        device = resolve_device(check_device(args.device))
-        if args.batch_size < 1 or args.warmup < 0 or (args.steps is not None and args.steps < 1):
-            raise ValueError("--batch-size and --steps must be >= 1 and --warmup >= 0")
-        recipe = load_recipe(args.recipe)
-        models = _models(args.models)
-        images, labels = load_cifar10(args.data, train=True)
-        data = DeviceData(images, labels, CIFAR10_MEAN, CIFAR10_STD, device)
-        steps_per_epoch = data.steps_per_epoch(args.batch_size)
-        if steps_per_epoch == 0:
-            raise ValueError(f"{len(data)} training images make no batch of {args.batch_size}")
-        args.steps = args.steps or (steps_per_epoch if device.type == "cuda" else 10)
-        settings = recipe.device_settings(device.type)
-        print(f"device: {hardware(device)}; torch {torch.__version__}; commit {git_commit()}")
-        print(
-            f"engine: recipe {recipe.name} (bf16={settings.bf16}, channels_last={settings.channels_last}, "
-            f"compile={settings.compile}); "
-            f"reference: DataLoader with {args.workers} workers, fp32, eager; "
-            f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
-            f"{steps_per_epoch} steps per epoch"
-        )
-        _compare(models, data, _reference_data(images, labels), args, steps_per_epoch)
+        if check_device(args.device) != "cpu":
+            raise ValueError(f"this benchmark measures CPU training; --device must be cpu, got {args.device!r}")
+        if args.rounds < 1 or args.warmup < 0 or args.threads < 1:
+            raise ValueError("--rounds and --threads must be >= 1 and --warmup >= 0")
+        groups, compiled = _names(args.groups, GROUPS, "group"), set(_names(args.compile, GROUPS, "group"))
+        check_results_dir(args.results_dir)
+        torch.set_num_threads(args.threads)
+        rows = []
+        for group in groups:
+            settings = EAGER_SETTINGS + ((COMPILED,) if group in compiled else ())
+            rows += bench_group(GROUPS[group], settings, args)
+            print(f"timed {group}", flush=True)
+        df = with_speedups(mark_chosen(pd.DataFrame(rows).astype({"ratio": "Int64", "dw_size": "Int64"})))
+        meta = {"hardware": hardware("cpu"), "threads": str(args.threads), "torch": torch.__version__,
+                "commit": git_commit(), "warmup": str(args.warmup), "rounds": str(args.rounds),
+                "command": "python -m experiments.bench_train " + " ".join(argv if argv is not None else sys.argv[1:])}
+        for key, value in meta.items():
+            df[key] = value
+        out = results_dir(args.results_dir)
+        write_text_atomic(out / f"{STEM}.csv", df.to_csv(index=False))
+        write_text_atomic(out / f"{STEM}.md", _markdown(df, meta))
+    print(f"wrote {out / STEM}.csv/.md")
     return 0
 
 

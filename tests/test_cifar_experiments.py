@@ -153,13 +153,28 @@ def test_figures_are_pure_and_show_measured_and_paper(table: int, plot) -> None:
         assert len(fig.axes) == 2 and "FLOPs" in fig.axes[1].get_ylabel()
 
 
-def test_bench_train_prints_both_loops(fake_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--models", "resnet56_cifar", "--steps", "1", "--warmup", "0", "--batch-size", "8"]
-    assert bench_train.main([*argv, "--workers", "0", "--data", str(fake_root), "--device", "cpu"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert "engine img/s" in lines[2] and "reference img/s" in lines[2]
-    row = lines[-1].split()
-    assert row[0] == "resnet56_cifar" and row[-1].endswith("x") and float(row[1]) > 0
+def test_bench_train_writes_the_throughput_table(tmp_path: Path) -> None:
+    argv = ["--groups", "resnet56", "--compile", "none", "--rounds", "1", "--warmup", "0", "--results-dir",
+            str(tmp_path)]
+    assert bench_train.main(argv) == 0
+    df = pd.read_csv(tmp_path / "train_throughput_cpu.csv")
+    assert {"model", "ratio", "dw_size", "setting", "images_per_s", "speedup_vs_baseline", "chosen"} <= set(df)
+    assert sorted(df["setting"].unique()) == ["bf16", "bf16+channels_last", "fp32", "fp32+channels_last"]
+    chosen = df[df["chosen"]].set_index("model")
+    assert list(chosen["setting"]) == ["bf16+channels_last"] * 2  # the budget recipe's setting
+    assert chosen.loc["resnet56_cifar", "speedup_vs_baseline"] == 1.0
+    assert chosen.loc["ghost_resnet56_cifar", "speedup_vs_baseline"] == round(
+        chosen.loc["ghost_resnet56_cifar", "images_per_s"] / chosen.loc["resnet56_cifar", "images_per_s"], 3)
+    assert df.loc[~df["chosen"], "speedup_vs_baseline"].isna().all()
+    assert "| ResNet-56 | 32x32, 128 |" in (tmp_path / "train_throughput_cpu.md").read_text()
+
+
+def test_bench_train_speedups_divide_by_the_hosts_chosen_setting() -> None:
+    df = pd.DataFrame({"model": ["mobilenet_v3_large", "mobilenet_v3_large", "ghostnet_100"],
+                       "host": ["mobilenet_v3_large", "mobilenet_v3_large", "mobilenet_v3_large"],
+                       "images_per_s": [80.0, 100.0, 120.0], "chosen": [False, True, True]})
+    assert bench_train.with_speedups(df)["speedup_vs_baseline"].tolist()[1:] == [1.0, 1.2]
+    assert bench_train.host(bench_train.Config("ghostnet_100")) == "mobilenet_v3_large"
 
 
 def test_submitit_launcher_trains_each_run_as_a_job(

@@ -408,3 +408,69 @@ def test_precise_bn_replaces_stale_running_statistics_by_the_mean_over_training_
     bn = net[0]
     assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)  # not 0.01 x the first batch's
     assert bn.momentum == 0.01 and net.training  # fvcore restores the momentum; the model stays in train mode
+
+
+def test_the_probe_picks_the_fastest_setting_by_the_clock_and_keeps_the_first_of_equals() -> None:
+    from ghost.train.probe import choose_settings
+
+    candidates = [DeviceSettings(True, cl, c) for cl in (False, True) for c in (False, True)]
+    seconds = {"bf16": 2.0, "bf16+compile": 1.0, "bf16+channels_last": 0.5, "bf16+channels_last+compile": 0.5}
+    now, ran = [0.0], []
+
+    def step_for(settings: DeviceSettings):
+        def step() -> None:
+            ran.append(settings.label)
+            now[0] += seconds[settings.label]
+        return step
+
+    result = choose_settings(candidates, step_for, images_per_step=100, warmup=1, steps=2, clock=lambda: now[0])
+    assert result.chosen == DeviceSettings(True, True, False)  # 0.5 s a step, the first of the two equal ones
+    assert result.images_per_s == {"bf16": 50.0, "bf16+compile": 100.0, "bf16+channels_last": 200.0,
+                                   "bf16+channels_last+compile": 200.0}
+    assert ran.count("bf16") == 3  # one warm-up step (untimed: compilation happens there) + two timed
+    with pytest.raises(ValueError, match="at least one candidate"):
+        choose_settings([], step_for, 100)
+
+
+def test_recipe_candidates_are_the_combinations_it_leaves_open() -> None:
+    pinned = recipe_from_dict(TINY_RECIPE)
+    assert pinned.device_candidates("cpu") == [DeviceSettings(False, False, False)]
+    open_recipe = recipe_from_dict({**TINY_RECIPE, "cpu_bf16": True, "cpu_channels_last": None, "cpu_compile": None})
+    assert [s.label for s in open_recipe.device_candidates("cpu")] == [
+        "bf16", "bf16+compile", "bf16+channels_last", "bf16+channels_last+compile"]
+    assert len(open_recipe.device_candidates("cuda")) == 1  # a GPU recipe pins its settings
+    with pytest.raises(ValueError, match="leaves its cpu settings to the engine's probe"):
+        open_recipe.device_settings("cpu")
+
+
+def test_a_probed_run_records_its_choice_and_keeps_it_when_resumed(
+    fake_root: Path, tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghost.train.probe import ProbeResult
+    from ghost.train.store import RunFolder
+
+    recipe = recipe_from_dict({**TINY_RECIPE, "cpu_channels_last": None})
+    probes = []
+
+    def probe(candidates, step_for, images_per_step, **kwargs):
+        for settings in candidates:
+            step_for(settings)()  # each candidate really trains a step
+        probes.append([s.label for s in candidates])
+        return ProbeResult(candidates[1], {"fp32": 10.0, "fp32+channels_last": 20.0})
+
+    monkeypatch.setattr(engine_module, "choose_settings", probe)
+    save = RunFolder.save_checkpoint
+
+    def save_then_stop(self, state, history):
+        save(self, state, history)
+        raise KeyboardInterrupt  # the run is killed right after its first checkpoint
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(tiny_model, recipe), out, data_root=fake_root, progress=False)
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save)
+    final = train(TrainConfig(tiny_model, recipe), out, data_root=fake_root, progress=False)
+    assert probes == [["fp32", "fp32+channels_last"]]  # measured once; the resumed segment kept the choice
+    assert final["config"]["setting"] == "fp32+channels_last" and final["config"]["channels_last"] is True
+    assert final["config"]["probe_images_per_s"] == {"fp32": 10.0, "fp32+channels_last": 20.0}

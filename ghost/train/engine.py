@@ -15,8 +15,10 @@ run killed at any moment and started again ends with the same weights and metric
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -37,7 +39,8 @@ from ghost.layers import check_dw_size, check_ratio
 from ghost.models import GHOST_PREFIX, create_model, default_input_size
 from ghost.provenance import command_line, git_commit, hardware
 from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
-from ghost.train.recipes import Recipe
+from ghost.train.probe import ProbeResult, choose_settings
+from ghost.train.recipes import DeviceSettings, Recipe
 from ghost.train.sources import BatchPlan, BatchSource, TrainingData, load_data
 from ghost.train.store import RunFolder, check_writable
 
@@ -158,12 +161,12 @@ class Engine:
     @classmethod
     def create(
         cls, model: nn.Module, recipe: Recipe, device: torch.device, dist: Distributed = SINGLE_PROCESS,
-        sync_bn: bool = False,
+        sync_bn: bool = False, settings: DeviceSettings | None = None,
     ) -> Engine:
-        """Move ``model`` to ``device`` and set it up for ``recipe``'s settings on that kind of device
-        (:meth:`Recipe.device_settings`: bf16 autocast, channels_last, compile)."""
+        """Move ``model`` to ``device`` and set it up for ``settings`` (bf16 autocast, channels_last, compile;
+        default: ``recipe``'s on that kind of device, :meth:`Recipe.device_settings`)."""
         cuda = device.type == "cuda"
-        settings = recipe.device_settings(device.type)
+        settings = settings or recipe.device_settings(device.type)
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(device)
@@ -311,6 +314,7 @@ class _Progress:
     wall_time: float
     devices: list[str]
     commits: list[str]
+    probe: ProbeResult | None
 
 
 def run_identity(config: TrainConfig, fingerprint: str, micro_batch: int) -> dict[str, Any]:
@@ -325,14 +329,39 @@ def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[
     return run_identity(config, data.fingerprint, plan.micro_batch)
 
 
-def _restore(folder: RunFolder, engine: Engine, device: torch.device) -> _Progress:
-    state, commit = folder.load_checkpoint(), git_commit()
+def _restore(folder: RunFolder, state: dict[str, Any] | None, engine: Engine, device: torch.device,
+             probe: ProbeResult | None) -> _Progress:
+    commit = git_commit()
     if state is None:
-        return _Progress([], 0.0, [hardware(device)], [commit])
+        return _Progress([], 0.0, [hardware(device)], [commit], probe)
     engine.load_state_dict(state)
     log.info("resuming %s from epoch %d", folder.path, len(state["history"]) + 1)
     return _Progress(state["history"], state["wall_time_s"], sorted(set(state["devices"]) | {hardware(device)}),
-                     list(dict.fromkeys([*state["commits"], commit])))
+                     list(dict.fromkeys([*state["commits"], commit])), probe)
+
+
+def _probe(config: TrainConfig, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
+           dist: Distributed) -> ProbeResult:
+    """Measure every setting the recipe allows on ``device`` (:func:`ghost.train.probe.choose_settings`), each on
+    a copy of ``model`` and the run's own training batches."""
+    if dist.world_size > 1:
+        raise ValueError(f"recipe {config.recipe.name!r} leaves its {device.type} settings to the probe, which "
+                         "runs in one process; pin cpu_channels_last and cpu_compile to train with several")
+    recipe = config.recipe
+
+    def step_for(settings: DeviceSettings) -> Callable[[], None]:
+        engine = Engine.create(copy.deepcopy(model), recipe, device, settings=settings)
+        data.train.normalize.channels_last = settings.channels_last
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "probe"))
+        batches = itertools.chain.from_iterable(
+            data.train.train_batches(recipe.batch_size, generator, plan.parts()) for _ in itertools.count())
+
+        def step() -> None:
+            train_one_epoch(engine, batches, range(1), lambda _: recipe.lr, plan.accumulate)
+
+        return step
+
+    return choose_settings(recipe.device_candidates(device.type), step_for, plan.global_batch)
 
 
 def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, stats: EpochStats,
@@ -384,6 +413,8 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
             "bf16": engine.bf16,
             "channels_last": engine.channels_last,
             "compile": engine.compiled,
+            "setting": DeviceSettings(engine.bf16, engine.channels_last, engine.compiled).label,
+            "probe_images_per_s": progress.probe.images_per_s if progress.probe is not None else None,
             "precise_bn_batches": recipe.precise_bn_batches,
         },
         "data": {**data.info, "fingerprint": data.fingerprint},
@@ -431,6 +462,7 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
         if dist.is_main:
             folder.save_checkpoint({"history": progress.history, "wall_time_s": progress.wall_time,
                                     "devices": progress.devices, "commits": progress.commits,
+                                    "probe": progress.probe.to_dict() if progress.probe is not None else None,
                                     **engine.state_dict()}, progress.history)
     bar.close()
 
@@ -499,9 +531,12 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
         torch.manual_seed(derive_seed(config.seed, "init"))
         model = build_model(config.model, config.ratio, config.dw_size, num_classes=data.num_classes)
         model_size = {"params": count_params(model), "macs": count_macs(model, input_size=data.input_size)}
-        engine = Engine.create(model, config.recipe, device, dist, parallel.sync_bn)
+        state = folder.load_checkpoint()
+        probe = _chosen(config, data, plan, model, device, dist, state)
+        engine = Engine.create(model, config.recipe, device, dist, parallel.sync_bn,
+                               settings=probe.chosen if probe is not None else None)
         data.train.normalize.channels_last = data.test.normalize.channels_last = engine.channels_last
-        progress = _restore(folder, engine, device)
+        progress = _restore(folder, state, engine, device, probe)
         progress.wall_time += time.perf_counter() - started  # this segment's setup
         _epochs(config, data, engine, plan, folder, progress, dist, show and dist.is_main)
         final = _final_record(config, data, engine, plan, parallel, progress, model_size, command)
@@ -510,6 +545,17 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
         return final
     finally:
         folder.unlock()
+
+
+def _chosen(config: TrainConfig, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
+            dist: Distributed, state: dict[str, Any] | None) -> ProbeResult | None:
+    """The probe's choice for a recipe that leaves the settings open (a resumed run keeps its first one);
+    ``None`` when the recipe pins them."""
+    if len(config.recipe.device_candidates(device.type)) == 1:
+        return None
+    if state is not None and state.get("probe") is not None:
+        return ProbeResult.from_dict(state["probe"])
+    return _probe(config, data, plan, model, device, dist)
 
 
 def _try_lock(folder: RunFolder) -> str | None:

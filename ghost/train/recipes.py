@@ -76,6 +76,12 @@ class DeviceSettings:
     channels_last: bool
     compile: bool
 
+    @property
+    def label(self) -> str:
+        """``fp32`` or ``bf16``, then ``+channels_last`` and ``+compile`` when on (as tables print it)."""
+        return ("bf16" if self.bf16 else "fp32") + ("+channels_last" if self.channels_last else "") + \
+            ("+compile" if self.compile else "")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -106,8 +112,8 @@ class Recipe:
     channels_last: bool
     compile: bool
     cpu_bf16: bool  # bf16 autocast when training on the CPU
-    cpu_channels_last: bool  # channels_last tensors when training on the CPU
-    cpu_compile: bool  # torch.compile of the model when training on the CPU
+    cpu_channels_last: bool | None  # channels_last tensors when training on the CPU; None: the probe decides
+    cpu_compile: bool | None  # torch.compile of the model when training on the CPU; None: the probe decides
     train_crop: int | None  # ImageNet only: side of the random resized crop used for training
     eval_resize: int | None  # ImageNet only: shorter side before the evaluation center crop
     eval_crop: int | None  # ImageNet only: side of the evaluation center crop
@@ -151,11 +157,24 @@ class Recipe:
         if problems:
             raise ValueError(f"recipe {self.name!r} is invalid: {'; '.join(problems)}")
 
-    def device_settings(self, device_type: str) -> DeviceSettings:
-        """What this recipe turns on when training on ``device_type`` (``"cuda"`` or ``"cpu"``)."""
+    def device_candidates(self, device_type: str) -> list[DeviceSettings]:
+        """The settings this recipe allows on ``device_type`` (``"cuda"`` or ``"cpu"``): one when it pins them all,
+        else every combination of the CPU settings it leaves ``null`` (the engine's probe measures them and trains
+        with the fastest; precision is always the recipe's decision)."""
         if device_type == "cuda":
-            return DeviceSettings(bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)
-        return DeviceSettings(bf16=self.cpu_bf16, channels_last=self.cpu_channels_last, compile=self.cpu_compile)
+            return [DeviceSettings(bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)]
+        return [DeviceSettings(self.cpu_bf16, channels_last, compile)
+                for channels_last in ((False, True) if self.cpu_channels_last is None else (self.cpu_channels_last,))
+                for compile in ((False, True) if self.cpu_compile is None else (self.cpu_compile,))]
+
+    def device_settings(self, device_type: str) -> DeviceSettings:
+        """What this recipe turns on when training on ``device_type``; raises when it leaves the choice to the
+        engine's probe (:meth:`device_candidates`)."""
+        candidates = self.device_candidates(device_type)
+        if len(candidates) > 1:
+            raise ValueError(f"recipe {self.name!r} leaves its {device_type} settings to the engine's probe; "
+                             "pin cpu_channels_last and cpu_compile to choose one")
+        return candidates[0]
 
     @property
     def length(self) -> tuple[int, str]:

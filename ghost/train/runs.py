@@ -12,6 +12,7 @@ from torch import nn
 
 from ghost.io import write_text_atomic
 from ghost.train.engine import TrainConfig, build_model
+from ghost.train.recipes import DeviceSettings
 from ghost.train.store import FINAL, METRICS, MODEL
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -73,10 +74,9 @@ _CONFIGURATION_KEYS = ("model", "ratio", "dw_size", "seed")
 
 
 def training_setting(config: dict[str, Any]) -> str:
-    """How a run's ``final.json`` config says it trained: ``fp32``/``bf16``, ``+channels_last``, ``+compile``."""
-    setting = "bf16" if config.get("bf16") else "fp32"
-    return setting + ("+channels_last" if config.get("channels_last") else "") + \
-        ("+compile" if config.get("compile") else "")
+    """How a run's ``final.json`` config says it trained (:attr:`DeviceSettings.label`, e.g. ``bf16+channels_last``)."""
+    return DeviceSettings(bool(config.get("bf16")), bool(config.get("channels_last")),
+                          bool(config.get("compile"))).label
 
 
 def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
