@@ -32,7 +32,7 @@ import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ghost.layers import GhostConv2d
+from ghost.layers import CheapConv2d, GhostConv2d
 
 __all__ = ["fold_batchnorm", "prepare_for_inference", "strip_redundant_activations"]
 
@@ -84,7 +84,7 @@ def _registered_once(model: nn.Module) -> set[int]:
 def _foldable(conv: nn.Module, bn: nn.Module, unique: set[int]) -> bool:
     """Whether ``bn(conv(x))`` may be replaced by one folded conv."""
     return (
-        type(conv) is nn.Conv2d
+        type(conv) in (nn.Conv2d, CheapConv2d)
         and type(bn) is nn.BatchNorm2d
         and bn.track_running_stats
         and bn.running_mean is not None

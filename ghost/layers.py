@@ -19,10 +19,12 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CheapConv2d",
     "GhostBottleneck",
     "GhostConv2d",
     "GhostModule",
@@ -88,6 +90,81 @@ def _select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, index)
     nhwc = x.permute(0, 2, 3, 1)
     return nhwc.gather(3, index.expand(nhwc.shape[0], nhwc.shape[1], nhwc.shape[2], -1)).permute(0, 3, 1, 2)
+
+
+def _interleave_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          multiplier: int, padding: tuple[int, int]) -> torch.Tensor:
+    """A depthwise conv with channel multiplier ``multiplier`` as ``multiplier`` convs of multiplier 1.
+
+    Output channel ``c * multiplier + j`` is input channel ``c`` convolved with filter ``j`` of that channel,
+    as in ``F.conv2d(x, weight, bias, padding=padding, groups=C)``; the outputs are interleaved along the
+    channels of their NHWC views, so a channels_last ``x`` gives a channels_last result.
+    """
+    channels, k = x.shape[1], weight.shape[-1]
+    if multiplier == 1:
+        return F.conv2d(x, weight, bias, padding=padding, groups=channels)
+    filters = weight.view(channels, multiplier, 1, k, k)
+    biases = None if bias is None else bias.view(channels, multiplier)
+    maps = [
+        F.conv2d(x, filters[:, j], None if biases is None else biases[:, j], padding=padding, groups=channels)
+        for j in range(multiplier)
+    ]
+    nhwc = torch.stack([m.permute(0, 2, 3, 1) for m in maps], dim=-1)
+    return nhwc.reshape(*nhwc.shape[:3], channels * multiplier).permute(0, 3, 1, 2)
+
+
+class CheapConv2d(nn.Conv2d):
+    """The cheap operation of a Ghost module: a stride-1 depthwise ``nn.Conv2d`` with faster CPU routes.
+
+    Same parameters, ``state_dict`` keys and function as the ``nn.Conv2d`` it subclasses. On a CPU, in eager
+    mode, a channels_last input takes the route that the oneDNN kernels of PyTorch 2.11-2.13 run fastest,
+    measured forward + backward on a Sapphire Rapids Xeon (``results/train_throughput_cpu.md``): a channel
+    multiplier ``(s - 1) > 1`` runs as ``s - 1`` convs of multiplier 1 (the multiplier kernel was 1.3-2x
+    slower), and a bf16 conv with ``d >= 5`` is computed in float32 and rounded back to bf16 (the bf16
+    depthwise kernel of that size was 2-3x slower than the float32 one). Everywhere else (CUDA, TorchScript,
+    torch.fx and jit tracing, ``torch.compile``, ONNX export, NCHW inputs) it is ``nn.Conv2d.forward``, so
+    exported graphs and FLOP counts see one depthwise conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._conv_forward(x, self.weight, self.bias)
+        return self._eager_forward(x)
+
+    @torch.jit.unused
+    def _eager_forward(self, x):  # noqa: ANN001, ANN202 (TorchScript resolves no annotations of unused methods)
+        if self._takes_cpu_route(x):
+            return self._cpu_forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def _takes_cpu_route(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is an eager channels_last CPU input of a zero-padded depthwise conv, not a graph being
+        recorded (torch.fx, tracing, ``torch.compile``, ONNX export)."""
+        return (
+            not isinstance(x, torch.fx.Proxy)  # torch.fx records one conv, as for nn.Conv2d
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and self.groups == self.in_channels
+            and self.padding_mode == "zeros"
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()
+        )
+
+    def _cpu_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution by the fastest measured route for ``x``'s dtype, kernel size and multiplier."""
+        autocast = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+        multiplier = self.out_channels // self.in_channels
+        if dtype is torch.bfloat16 and self.kernel_size[0] >= 5:
+            with torch.autocast("cpu", enabled=False):
+                bias = None if self.bias is None else self.bias.float()
+                out = _interleave_depthwise(x.float(), self.weight.float(), bias, multiplier, self.padding)
+            return out.to(torch.bfloat16)
+        return _interleave_depthwise(x, self.weight, self.bias, multiplier, self.padding)
 
 
 def _branch(conv: nn.Conv2d, norm_layer: ModuleFactory | None, act_layer: Callable[[], nn.Module] | None):
@@ -187,7 +264,7 @@ class GhostConv2d(nn.Module):
         self.primary_conv = _branch(primary, norm_layer, act_layer)
         self.cheap_operation: nn.Sequential | None = None
         if self.new_channels:
-            cheap = nn.Conv2d(
+            cheap = CheapConv2d(
                 self.init_channels, self.new_channels, self.dw_size, 1, self.dw_size // 2,
                 groups=self.init_channels, bias=bias, **factory,
             )

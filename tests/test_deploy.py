@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from ghost.deploy import fold_batchnorm, prepare_for_inference, strip_redundant_activations
-from ghost.layers import GhostConv2d
+from ghost.layers import CheapConv2d, GhostConv2d
 from ghost.models import create_model
 from ghost.models.ghostnet_arch import GhostNet
 from ghost.surgery import ghostify
@@ -75,7 +75,7 @@ def test_fold_batchnorm_folds_ghost_branches_and_host_pairs_exactly(case: str) -
     for ghost in ghosts:
         for branch in (ghost.primary_conv, ghost.cheap_operation):
             if branch is not None:  # Sequential(folded conv[, act]): the BN is gone, not left as an Identity
-                assert type(branch[0]) is nn.Conv2d and branch[0].bias is not None
+                assert type(branch[0]) in (nn.Conv2d, CheapConv2d) and branch[0].bias is not None
                 assert not any(isinstance(m, (nn.BatchNorm2d, nn.Identity)) for m in branch)
         assert ghost.primary is ghost.primary_conv[0]
     assert not folded.training

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ghost import GhostBottleneck, GhostConv2d, GhostModule, SqueezeExcite, hard_sigmoid, make_divisible
+from ghost.layers import CheapConv2d
 
 
 def _random_conv_args(rng: random.Random) -> tuple[dict, dict, tuple[int, int]]:
@@ -110,6 +111,77 @@ def test_channel_order_keeps_a_channels_last_input_channels_last() -> None:
         torch.testing.assert_close(out, expected)
 
 
+def _reference_step(layer: GhostConv2d, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output and input/parameter gradients of ``layer`` on ``x`` (bf16 autocast if ``bf16``)."""
+    x = x.detach().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = layer(x)
+    (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = [x.grad] + [p.grad for p in layer.parameters()]
+    layer.zero_grad()
+    return out, grads
+
+
+def _plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CheapConv2d, "forward", nn.Conv2d.forward)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize(("ratio", "dw_size", "stride", "groups"),
+                         [(s, 3, 1, 1) for s in (1, 2, 3, 4, 5)] + [(2, d, 1, 1) for d in (1, 5, 7)]
+                         + [(3, 5, 2, 1), (3, 7, 1, 2), (4, 1, 2, 4)])
+def test_cheap_conv_cpu_routes_compute_the_reference_outputs_and_gradients(
+        ratio: int, dw_size: int, stride: int, groups: int, bf16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    out_channels = 11 if groups == 1 else 4 * ratio  # 11: the concatenation is sliced
+    layer = GhostConv2d(4, out_channels, 3, stride=stride, padding=1, groups=groups, ratio=ratio, dw_size=dw_size,
+                        act_layer=nn.ReLU).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    fast_out, fast_grads = _reference_step(layer, x, bf16)
+    with monkeypatch.context() as patch:
+        _plain(patch)
+        ref_out, ref_grads = _reference_step(layer, x, bf16)
+    assert fast_out.dtype == ref_out.dtype
+    tolerance = 3e-2 if bf16 else 1e-5  # relative, in norm: bf16 rounds each conv's output differently
+    for fast, ref in zip([fast_out, *fast_grads], [ref_out, *ref_grads], strict=True):
+        assert fast.shape == ref.shape
+        assert (fast.float() - ref.float()).norm() <= tolerance * ref.float().norm() + 1e-6
+
+
+@pytest.mark.parametrize(("ratio", "dw_size", "bf16", "convs", "dtype"),
+                         [(2, 3, False, 1, torch.float32), (4, 3, False, 3, torch.float32),
+                          (3, 3, True, 2, torch.bfloat16), (2, 5, True, 1, torch.float32),
+                          (3, 7, True, 2, torch.float32)])
+def test_cheap_conv_takes_the_measured_route(ratio: int, dw_size: int, bf16: bool, convs: int, dtype: torch.dtype,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multiplier s-1 > 1 runs as s-1 depthwise convs; bf16 with d >= 5 runs them in float32."""
+    cheap = GhostConv2d(4, 4 * ratio, 1, ratio=ratio, dw_size=dw_size).cheap_operation[0]
+    calls: list[torch.dtype] = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, *a, **k: calls.append(x.dtype) or conv2d(x, *a, **k))
+    x = torch.randn(1, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        cheap(x.bfloat16() if bf16 else x)
+    assert calls == [dtype] * convs
+
+
+def test_cheap_conv_is_one_plain_conv_where_a_graph_is_recorded() -> None:
+    """TorchScript, torch.fx, tracing, export and NCHW inputs see ``nn.Conv2d.forward``: one depthwise conv node."""
+    cheap = GhostConv2d(4, 12, 1, ratio=3, dw_size=5).cheap_operation[0]
+    x = torch.randn(1, 4, 5, 5)
+    assert not cheap._takes_cpu_route(x)
+    assert cheap._takes_cpu_route(x.contiguous(memory_format=torch.channels_last))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    traced = torch.jit.trace(cheap, x_cl)
+    assert sum(n.kind() == "aten::_convolution" for n in traced.graph.nodes()) == 1
+    fx_graph = torch.fx.symbolic_trace(cheap).graph
+    assert sum(n.op == "call_function" and "conv" in str(n.target) for n in fx_graph.nodes) == 1
+    exported = torch.export.export(cheap, (x_cl,)).graph
+    assert sum("conv" in str(n.target) for n in exported.nodes if n.op == "call_function") == 1
+    for forward in (torch.jit.script(cheap), traced, torch.export.export(cheap, (x_cl,)).module()):
+        torch.testing.assert_close(forward(x_cl), cheap(x_cl))
+
+
 def test_ratio_one_is_a_plain_conv() -> None:
     layer = GhostConv2d(4, 6, 3, padding=1, ratio=1)
     assert layer.cheap_operation is None
@@ -156,7 +228,7 @@ def test_from_conv_copies_hyperparameters_device_and_dtype() -> None:
 def test_norm_and_act_inside_both_branches_act_before_cheap_op() -> None:
     layer = GhostConv2d(4, 8, 3, padding=1, bias=False, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU)
     assert [type(m) for m in layer.primary_conv] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    assert [type(m) for m in layer.cheap_operation] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in layer.cheap_operation] == [CheapConv2d, nn.BatchNorm2d, nn.ReLU]
     seen = []
     layer.cheap_operation.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))
     layer(torch.randn(2, 4, 6, 6))

@@ -262,10 +262,10 @@ def _keep_reason(name: str, conv: nn.Conv2d, host: _Model, ratio: int, dw_size: 
                  convert_grouped: bool, include: Sequence[str] | None, exclude: Sequence[str]) -> str:
     """Why ``conv`` must stay as it is ("" if it can be replaced)."""
     calls = host.flow.calls_of(conv)
-    if type(conv) is not nn.Conv2d:
-        return f"{type(conv).__name__} subclasses nn.Conv2d with its own forward"
     if name in host.ghost_parents:
         return f"part of an existing Ghost module, {host.ghost_parents[name]}: never converted again"
+    if type(conv) is not nn.Conv2d:
+        return f"{type(conv).__name__} subclasses nn.Conv2d with its own forward"
     if include is not None and not any(fnmatch(name, p) for p in include):
         return "not matched by include"
     if any(fnmatch(name, p) for p in exclude):
