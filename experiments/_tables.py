@@ -282,9 +282,9 @@ def check_consistent(table: Table, runs: pd.DataFrame) -> None:
     Raises:
         ValueError: naming the first record that differs from the others and how.
     """
-    if runs.empty:
+    mine = pd.concat([_matching(runs, key) for key in table.configs]) if not runs.empty else runs
+    if mine.empty:  # none of this table's configurations has a record yet
         return
-    mine = pd.concat([_matching(runs, key) for key in table.configs])
     common = mine["shared_identity"].mode().iloc[0]
     for _, run in mine.iterrows():
         if run["shared_identity"] != common:

@@ -101,6 +101,16 @@ def test_rebuild_writes_the_tables_and_the_schedule_study_from_records_alone(tmp
     assert "| Ghost-VGG-16 (s=2, d=3) |" in compression and "-1.50 [-1.50, -1.50] (n=2)" in compression
 
 
+def test_tables_without_records_of_their_own_are_rebuilt_as_not_trained(tmp_path: Path) -> None:
+    """The campaign's first records are sweep rows only: the compression table then has none of its own."""
+    records = tmp_path / "records"
+    write_record(records, load_recipe("budget"), "ghost_vgg16_cifar", 2, 7, 0, 85.0)
+    rebuild(records, tmp_path / "out")
+    d_sweep = pd.read_csv(tmp_path / "out" / "cifar10_d_sweep_budget.csv").set_index("dw_size")
+    assert d_sweep.loc[7, "acc_mean"] == 85.0
+    assert (tmp_path / "out" / "cifar10_compression_budget.csv").exists()
+
+
 def test_a_record_of_another_recipe_spec_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
     changed = Recipe(**{**load_recipe("budget").__dict__, "lr": 0.2})
     write_record(tmp_path, changed, "vgg16_cifar", None, None, 0, 90.0)
