@@ -111,7 +111,7 @@ def test_channel_order_keeps_a_channels_last_input_channels_last() -> None:
         torch.testing.assert_close(out, expected)
 
 
-def _reference_step(layer: GhostConv2d, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _training_step(layer: GhostConv2d, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Output and input/parameter gradients of ``layer`` on ``x`` (bf16 autocast if ``bf16``)."""
     x = x.detach().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -137,10 +137,10 @@ def test_cheap_conv_cpu_routes_compute_the_reference_outputs_and_gradients(
     layer = GhostConv2d(4, out_channels, 3, stride=stride, padding=1, groups=groups, ratio=ratio, dw_size=dw_size,
                         act_layer=nn.ReLU).to(memory_format=torch.channels_last)
     x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
-    fast_out, fast_grads = _reference_step(layer, x, bf16)
+    fast_out, fast_grads = _training_step(layer, x, bf16)
     with monkeypatch.context() as patch:
         _plain(patch)
-        ref_out, ref_grads = _reference_step(layer, x, bf16)
+        ref_out, ref_grads = _training_step(layer, x, bf16)
     assert fast_out.dtype == ref_out.dtype
     tolerance = 3e-2 if bf16 else 1e-5  # relative, in norm: bf16 rounds each conv's output differently
     for fast, ref in zip([fast_out, *fast_grads], [ref_out, *ref_grads], strict=True):
