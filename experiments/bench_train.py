@@ -69,6 +69,13 @@ def _input(recipe: Recipe) -> tuple[int, int, int]:
     return (3, 32, 32) if recipe.train_crop is None else (3, recipe.train_crop, recipe.train_crop)
 
 
+def random_batch(recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch (images, labels of 10 classes) of the recipe's batch and input size."""
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(recipe.batch_size, *_input(recipe), generator=generator),
+            torch.randint(0, 10, (recipe.batch_size,), generator=generator))
+
+
 def step_function(config: Config, settings: DeviceSettings, recipe: Recipe, batch: tuple[torch.Tensor, torch.Tensor]):
     """One optimizer step of the engine for ``config`` in ``settings`` (a fresh model, seeded)."""
     torch.manual_seed(0)
@@ -88,9 +95,7 @@ def bench_group(configs: tuple[Config, ...], settings: tuple[DeviceSettings, ...
                 ) -> list[dict[str, object]]:
     """Rows of one group, timed side by side."""
     recipes = {c.recipe: load_recipe(c.recipe) for c in configs}
-    generator = torch.Generator().manual_seed(0)
-    batches = {name: (torch.randn(r.batch_size, *_input(r), generator=generator),
-                      torch.randint(0, 10, (r.batch_size,), generator=generator)) for name, r in recipes.items()}
+    batches = {name: random_batch(r) for name, r in recipes.items()}
     calls = {(c, s): step_function(c, s, recipes[c.recipe], batches[c.recipe]) for c in configs for s in settings}
     times = time_interleaved(calls, "cpu", warmup=args.warmup, repeats=args.rounds)
     rows = []
@@ -171,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _names(value: str, known: dict[str, object], flag: str) -> list[str]:
+def parse_names(value: str, known: dict[str, object], flag: str) -> list[str]:
+    """The comma-separated names of ``value`` (``none``: no names), each one of ``known``."""
     names = [] if value == "none" else [n.strip() for n in value.split(",") if n.strip()]
     unknown = sorted(set(names) - set(known))
     if unknown:
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"this benchmark measures CPU training; --device must be cpu, got {args.device!r}")
         if args.rounds < 1 or args.warmup < 0 or args.threads < 1:
             raise ValueError("--rounds and --threads must be >= 1 and --warmup >= 0")
-        groups, compiled = _names(args.groups, GROUPS, "group"), set(_names(args.compile, GROUPS, "group"))
+        groups, compiled = parse_names(args.groups, GROUPS, "group"), set(parse_names(args.compile, GROUPS, "group"))
         check_results_dir(args.results_dir)
         torch.set_num_threads(args.threads)
         rows = []

@@ -1,13 +1,16 @@
-"""Wall-clock timing of model inference, for measured (not theoretical) speed-ups.
+"""Wall-clock timing of model inference, for measured (not theoretical) speed-ups, and where a step's time goes.
 
 :func:`time_interleaved` is how every comparison is timed: the calls being compared (a baseline and its Ghost
 version, in one runtime) alternate call by call after their warmup, so that machine noise (other processes,
 frequency changes) hits them alike. :func:`latency_stats` turns the times into a median and p10-p90.
 :class:`ModelPair` names what is compared: a baseline and its Ghost version, built by :meth:`ModelPair.build`.
+:func:`step_kind_times` splits the CPU time of a PyTorch step (a training step, say) into :data:`STEP_OP_KINDS`
+with ``torch.profiler``.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,13 +23,85 @@ from ghost.models import GHOST_PREFIX, TIMM_PREFIX, create_model, default_input_
 
 __all__ = [
     "TIMM_PREFIX",
+    "STEP_OP_KINDS",
     "ModelPair",
     "create_benchmark_model",
     "inference_latency",
     "latency_stats",
+    "step_kind_times",
+    "step_op_kind",
     "time_calls",
     "time_interleaved",
 ]
+
+
+STEP_OP_KINDS = ("conv", "depthwise conv", "batchnorm", "activation", "add/sum", "concat/slice", "casts/copies",
+                 "linear", "pooling", "optimizer", "other")
+"""What :func:`step_op_kind` returns for a PyTorch operator: dense and grouped convolutions (forward and
+backward); depthwise ones (one input channel per filter, as the Ghost module's cheap operation); BatchNorm;
+activations and their backward; elementwise additions and sums (among them autograd's sum of the gradients of a
+tensor read twice, as the Ghost module's intrinsic maps are); concatenations and slices; dtype casts and copies;
+matrix products; pooling; the optimizer's update; everything else (the loss, allocation, autograd's own work)."""
+
+_KIND_PATTERNS = (  # the first match wins: "addmm" is linear before it is an addition
+    ("optimizer", r"optimizer|_foreach"),
+    ("batchnorm", r"batch_?norm"),
+    ("conv", r"conv"),
+    ("linear", r"^(addmm|mm|bmm|linear|matmul|t)(backward\d*)?$"),
+    ("activation", r"relu|threshold|clamp|hardswish|hardsigmoid|sigmoid|silu|gelu|hardtanh"),
+    ("concat/slice", r"^(cat|slice|narrow|split|split_with_sizes|chunk|stack|unbind)(_?backward\d*)?$"),
+    ("add/sum", r"^(add|add_|sum|sub|sub_)(backward\d*)?$"),
+    ("casts/copies", r"^(_to_copy|copy_|to|clone|contiguous)(backward\d*)?$"),
+    ("pooling", r"pool|^mean(backward\d*)?$"),
+)
+
+
+def _base_name(name: str) -> str:
+    """``aten::native_batch_norm`` -> ``native_batch_norm``; ``autograd::engine::evaluate_function:
+    ConvolutionBackward0`` -> ``convolutionbackward0``: the operator's own name, in lower case."""
+    return name.rsplit(": ", 1)[-1].rsplit("::", 1)[-1].strip().lower()
+
+
+def _is_depthwise(base: str, input_shapes: Sequence[Sequence[int]]) -> bool:
+    """Whether a convolution's recorded shapes are depthwise: weight ``(C_out, 1, k, k)`` on a multi-channel input
+    (forward ops take ``input, weight``; ``convolution_backward`` takes ``grad_output, input, weight``)."""
+    first = 1 if "backward" in base else 0
+    if len(input_shapes) < first + 2:
+        return False
+    data, weight = input_shapes[first], input_shapes[first + 1]
+    return len(data) == 4 and len(weight) == 4 and weight[1] == 1 and data[1] > 1
+
+
+def step_op_kind(name: str, input_shapes: Sequence[Sequence[int]] = ()) -> str:
+    """The :data:`STEP_OP_KINDS` entry of a ``torch.profiler`` event name (``aten::...``, autograd nodes,
+    ``Optimizer.step#...``); a convolution is depthwise by its ``input_shapes`` (as recorded with
+    ``record_shapes=True``)."""
+    base = _base_name(name)
+    for kind, pattern in _KIND_PATTERNS:
+        if re.search(pattern, base):
+            return "depthwise conv" if kind == "conv" and _is_depthwise(base, input_shapes) else kind
+    return "other"
+
+
+def step_kind_times(fn: Callable[[], object], warmup: int = 1, repeats: int = 3) -> dict[str, float]:
+    """Milliseconds of CPU self time per call of ``fn`` in each of :data:`STEP_OP_KINDS` (every kind present).
+
+    ``fn`` is called ``warmup`` times untimed, then ``repeats`` times under ``torch.profiler`` (CPU activities,
+    shapes recorded); each operator's self time (its own, its children's excluded) goes to its kind, so the
+    kinds add up to the time spent in operators. Python between operators is not counted, and the profiler
+    slows each operator a little: compare kinds and models profiled alike, and take speed from
+    :func:`time_interleaved`.
+    """
+    _check_counts(warmup, repeats)
+    for _ in range(warmup):
+        fn()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(repeats):
+            fn()
+    out = dict.fromkeys(STEP_OP_KINDS, 0.0)
+    for event in prof.key_averages(group_by_input_shape=True):
+        out[step_op_kind(event.key, event.input_shapes)] += event.self_cpu_time_total / 1000 / repeats
+    return out
 
 
 def _sync(device: torch.device) -> None:

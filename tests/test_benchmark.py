@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from experiments import bench_latency
-from ghost.benchmark import ModelPair, inference_latency, latency_stats, time_calls, time_interleaved
+from ghost.benchmark import (
+    ModelPair,
+    inference_latency,
+    latency_stats,
+    step_kind_times,
+    step_op_kind,
+    time_calls,
+    time_interleaved,
+)
 from ghost.layers import GhostConv2d
 from ghost.models import _registry
 from ghost.runtimes import (
@@ -77,6 +85,45 @@ def test_latency_stats_and_inference_latency() -> None:
         latency_stats([])
     stats = inference_latency(nn.Conv2d(3, 4, 3), (3, 8, 8), batch_size=2, repeats=3)
     assert stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+
+
+@pytest.mark.parametrize(("name", "shapes", "kind"), [
+    ("aten::mkldnn_convolution", [[8, 16, 32, 32], [8, 16, 3, 3]], "conv"),
+    ("aten::mkldnn_convolution", [[8, 16, 32, 32], [16, 1, 3, 3]], "depthwise conv"),
+    ("aten::convolution_backward", [[8, 16, 32, 32], [8, 16, 32, 32], [16, 1, 3, 3]], "depthwise conv"),
+    ("aten::convolution_backward", [[8, 16, 32, 32], [8, 3, 32, 32], [16, 3, 3, 3]], "conv"),
+    ("aten::mkldnn_convolution", [[8, 1, 32, 32], [4, 1, 3, 3]], "conv"),  # a one-channel input is not depthwise
+    ("autograd::engine::evaluate_function: ConvolutionBackward0", [], "conv"),
+    ("aten::native_batch_norm_backward", [], "batchnorm"),
+    ("aten::threshold_backward", [], "activation"),
+    ("aten::clamp_min_", [], "activation"),
+    ("aten::addmm", [], "linear"),
+    ("AddmmBackward0", [], "linear"),
+    ("aten::add", [], "add/sum"),
+    ("aten::sum", [], "add/sum"),
+    ("aten::cat", [], "concat/slice"),
+    ("aten::slice_backward", [], "concat/slice"),
+    ("aten::scatter", [], "other"),
+    ("aten::_to_copy", [], "casts/copies"),
+    ("aten::adaptive_avg_pool2d", [], "pooling"),
+    ("Optimizer.step#SGD.step", [], "optimizer"),
+    ("aten::_foreach_add_", [], "optimizer"),
+    ("aten::empty", [], "other"),
+])
+def test_step_op_kind(name: str, shapes: list[list[int]], kind: str) -> None:
+    assert step_op_kind(name, shapes) == kind
+
+
+def test_step_kind_times_puts_each_operator_in_its_kind() -> None:
+    x, weight = torch.randn(2, 8, 16, 16), torch.randn(8, 1, 3, 3)
+    depthwise = step_kind_times(lambda: torch.nn.functional.conv2d(x, weight, groups=8), warmup=0, repeats=2)
+    assert depthwise["depthwise conv"] > 0 and depthwise["conv"] == 0
+    concat = step_kind_times(lambda: torch.cat([x, x], 1), warmup=1, repeats=1)
+    assert concat["concat/slice"] > 0 and concat["conv"] == concat["depthwise conv"] == 0
+    assert list(concat) == ["conv", "depthwise conv", "batchnorm", "activation", "add/sum", "concat/slice",
+                            "casts/copies", "linear", "pooling", "optimizer", "other"]
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        step_kind_times(lambda: None, repeats=0)
 
 
 def test_model_pair_parse() -> None:

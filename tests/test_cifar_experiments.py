@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 from test_data import write_fake_cifar10
 
-from experiments import _tables, bench_train
+from experiments import _tables, bench_train, profile_train
 from experiments.reproduce import TABLES
 from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
 from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
@@ -175,6 +176,35 @@ def test_bench_train_speedups_divide_by_the_hosts_chosen_setting() -> None:
                        "images_per_s": [80.0, 100.0, 120.0], "chosen": [False, True, True]})
     assert bench_train.with_speedups(df)["speedup_vs_baseline"].tolist()[1:] == [1.0, 1.2]
     assert bench_train.host(bench_train.Config("ghostnet_100")) == "mobilenet_v3_large"
+
+
+def test_profile_train_breaks_down_the_chosen_setting_of_each_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    throughput = tmp_path / "throughput.csv"
+    pd.DataFrame({"model": ["resnet56_cifar", "resnet56_cifar", "ghost_resnet56_cifar"], "ratio": [None, None, 2],
+                  "dw_size": [None, None, 3], "chosen": [False, True, True],
+                  "setting": ["fp32", "bf16+channels_last+compile", "fp32+channels_last"]}).to_csv(throughput)
+    monkeypatch.setattr(profile_train, "random_batch", lambda recipe: (torch.randn(4, 3, 32, 32),
+                                                                        torch.randint(0, 10, (4,))))
+    argv = ["--groups", "resnet56", "--steps", "1", "--throughput", str(throughput), "--results-dir",
+            str(tmp_path / "out")]
+    assert profile_train.main(argv) == 0
+    df = pd.read_csv(tmp_path / "out" / "train_profile_cpu.csv")
+    settings = df.groupby("model")["profiled_setting"].first()
+    assert settings.to_dict() == {"resnet56_cifar": "bf16+channels_last", "ghost_resnet56_cifar": "fp32+channels_last"}
+    ms = df.pivot(index="model", columns="kind", values="ms_per_step")
+    assert (ms["conv"] > 0).all() and (ms["batchnorm"] > 0).all()
+    assert ms.loc["ghost_resnet56_cifar", "depthwise conv"] > 0 == ms.loc["resnet56_cifar", "depthwise conv"]
+    assert ms.loc["ghost_resnet56_cifar", "concat/slice"] > 0
+    text = (tmp_path / "out" / "train_profile_cpu.md").read_text()
+    extra = text.split("## Extra time")[1]
+    assert "| Ghost-ResNet-56 (s=2, d=3) |" in extra and "| ResNet-56 |" not in extra
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        profile_train.main(["--throughput", str(tmp_path / "missing.csv"), "--results-dir", str(tmp_path)])
+    assert "run python -m experiments.bench_train first" in capsys.readouterr().err
 
 
 def test_submitit_launcher_trains_each_run_as_a_job(
