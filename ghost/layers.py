@@ -201,8 +201,11 @@ class GhostConv2d(nn.Module):
         ``primary_conv``: ``nn.Sequential(conv[, norm][, act])``;
         ``cheap_operation``: ``nn.Sequential(depthwise conv[, norm][, act])``, or ``None`` if ``ratio == 1``.
 
-    The concatenation is sliced to ``out_channels`` only when ``ratio`` does not divide ``out_channels``
-    (``needs_slice``), so exported graphs of the common case have no extra Slice node.
+    The ghost maps are sliced to the ``out_channels - init_channels`` the output needs, before the
+    concatenation (which then writes a dense tensor: slicing after it left every later layer a strided view,
+    and made Ghost-VGG-16 s=3 spend twice s=2's time in ReLU in bf16 + channels_last training), and only when
+    ``ratio`` does not divide ``out_channels`` (``needs_slice``), so exported graphs of the common case have no
+    extra Slice node.
 
     ``channel_order`` (a buffer, ``None`` by default) reorders the output: when set to ``out_channels``
     indices into ``cat(intrinsic, ghost)``, output channel ``p`` is map ``channel_order[p]`` (one gather in
@@ -301,13 +304,14 @@ class GhostConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.primary_conv(x)
-        if self.cheap_operation is not None:
-            out = torch.cat([out, self.cheap_operation(out)], dim=1)
-        if self.channel_order is not None:
-            return _select_channels(out, self.channel_order)
-        if self.needs_slice:
-            return out[:, : self.out_channels]
-        return out
+        if self.cheap_operation is None:
+            return out if self.channel_order is None else _select_channels(out, self.channel_order)
+        ghosts = self.cheap_operation(out)
+        if self.channel_order is not None:  # indices into the whole concatenation
+            return _select_channels(torch.cat([out, ghosts], dim=1), self.channel_order)
+        if self.needs_slice:  # sliced before the concat, which then writes a dense output in x's memory format
+            ghosts = ghosts[:, : self.out_channels - self.init_channels]
+        return torch.cat([out, ghosts], dim=1)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         key = prefix + "channel_order"
