@@ -234,7 +234,7 @@ def _row(table: Table, key: PaperKey, match: pd.DataFrame) -> dict[str, object]:
     return {
         "model": model, "name": display_name(model, ratio, dw_size), "ratio": ratio, "dw_size": dw_size,
         "dataset": "CIFAR-10" if table.dataset == Dataset.CIFAR10 or first is None else
-        Path(first["data_root"]).name,
+        first["data_name"],
         "params": params, "macs": macs,
         "trained_params": int(first["params"]) if first is not None else None,
         "trained_macs": int(first["macs"]) if first is not None else None,

@@ -61,9 +61,12 @@ def table_files(out: Path) -> list[Path]:
 
 
 def recorded_runs(records: Path, recipe: Recipe) -> pd.DataFrame:
-    """The committed records of ``recipe`` (one row each, :func:`ghost.train.runs_frame`); refuses a record
-    trained with another spec of the recipe than the shipped one."""
+    """The committed test-split records of ``recipe`` (one row each, :func:`ghost.train.runs_frame`; validation
+    runs, which choose recipes, never enter a table); refuses a record trained with another spec of the recipe
+    than the shipped one."""
     runs = runs_frame(find_runs(records / recipe.name))
+    if not runs.empty:
+        runs = runs[~runs["validation"]].reset_index(drop=True)
     for _, run in runs.iterrows():
         spec = json.loads(run["shared_identity"])["recipe_spec"]
         if spec != recipe.to_dict():

@@ -474,3 +474,46 @@ def test_a_probed_run_records_its_choice_and_keeps_it_when_resumed(
     assert probes == [["fp32", "fp32+channels_last"]]  # measured once; the resumed segment kept the choice
     assert final["config"]["setting"] == "fp32+channels_last" and final["config"]["channels_last"] is True
     assert final["config"]["probe_images_per_s"] == {"fp32": 10.0, "fp32+channels_last": 20.0}
+
+
+def test_validation_split_holds_out_a_fixed_tenth_of_every_class_and_never_overlaps_training() -> None:
+    from ghost.data import validation_split
+
+    labels = torch.tensor([0] * 30 + [1] * 20 + [2] * 5)
+    kept, held = validation_split(labels)
+    assert [int((labels[held] == c).sum()) for c in range(3)] == [3, 2, 1]  # round(0.1 n), at least one
+    assert sorted(torch.cat([kept, held]).tolist()) == list(range(len(labels)))  # a partition
+    again, held_again = validation_split(labels)
+    assert torch.equal(held, held_again) and torch.equal(kept, again)  # fixed seed: the same split every time
+    with pytest.raises(ValueError, match="at least two per class"):
+        validation_split(torch.tensor([0, 0, 1]))
+
+
+def test_a_validation_run_trains_without_its_held_out_images_and_is_another_run(
+    fake_root: Path, tiny_model: str, tmp_path: Path
+) -> None:
+    recipe = recipe_from_dict(TINY_RECIPE)
+    test_run, val_run = (TrainConfig(tiny_model, recipe, seed=1, validation=v) for v in (False, True))
+    assert "validation" not in test_run.identity()  # test-split identities are what they were before the option
+    assert val_run.identity() == {**test_run.identity(), "validation": True}
+    assert run_dir(val_run, tmp_path).name == "seed1-val" and run_dir(test_run, tmp_path).name == "seed1"
+    final = train(val_run, run_dir(val_run, tmp_path), data_root=fake_root, cache_dir=tmp_path / "cache",
+                  progress=False)
+    from ghost.data import load_cifar10, validation_split
+
+    labels = load_cifar10(fake_root, train=True, cache_dir=tmp_path / "cache")[1]
+    held_out = sum(max(1, round(0.1 * int((labels == c).sum()))) for c in torch.unique(labels))
+    assert final["config"]["train_images"] == len(labels) - held_out == len(validation_split(labels)[0])
+    assert final["config"]["test_images"] == held_out
+    assert final["config"]["validation"] is True
+
+
+def test_precise_bn_runs_also_record_the_score_with_the_running_statistics(
+    fake_root: Path, tiny_model: str, tmp_path: Path
+) -> None:
+    config = TrainConfig(tiny_model, recipe_from_dict({**TINY_RECIPE, "precise_bn_batches": 2}), seed=0)
+    out = run_dir(config, tmp_path)
+    final = train(config, out, data_root=fake_root, cache_dir=tmp_path / "cache", progress=False)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert rows[0]["test_acc_running_bn"] == "" and float(rows[-1]["test_acc_running_bn"]) >= 0
+    assert final["test_acc_running_bn"] == float(rows[-1]["test_acc_running_bn"])

@@ -1,6 +1,6 @@
 """Datasets: CIFAR-10 decoding and caching, and batches built on the training device."""
 
-from ghost.data.batches import DeviceData, class_balanced_subset
+from ghost.data.batches import VALIDATION_FRACTION, DeviceData, class_balanced_subset, validation_split
 from ghost.data.cifar10 import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
@@ -19,6 +19,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "VALIDATION_FRACTION",
     "DataNotFoundError",
     "DeviceData",
     "cache_key",
@@ -29,4 +30,5 @@ __all__ = [
     "download_cifar10",
     "load_cifar10",
     "resolve_root",
+    "validation_split",
 ]

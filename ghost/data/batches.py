@@ -12,6 +12,36 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+VALIDATION_FRACTION = 0.1
+"""The share of each class of a training set that :func:`validation_split` holds out."""
+
+
+def validation_split(labels: torch.Tensor, fraction: float = VALIDATION_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(kept, held_out)`` of a training set: per class, ``round(fraction * count)`` images (at least
+    one) drawn by a generator of fixed seed 0 are held out as a validation split, the rest are kept for training.
+
+    The split is a function of the labels alone (the same on every machine and for every run seed), so recipes
+    can be chosen on it without ever reading the test set. Both index tensors are sorted.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), or a class with fewer than two images (nothing left to train on).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction}")
+    generator = torch.Generator().manual_seed(0)
+    held = []
+    for c in torch.unique(labels):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < 2:
+            raise ValueError(f"class {int(c)} has {len(members)} training image(s); a validation split needs at "
+                             "least two per class (one to hold out, one to train on)")
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    held_out = torch.sort(torch.cat(held)).values
+    kept = torch.ones(len(labels), dtype=torch.bool)
+    kept[held_out] = False
+    return torch.nonzero(kept).flatten(), held_out
+
 
 def class_balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of the first ``n // C`` images of every class (the remainder to the lowest classes), sorted.

@@ -239,11 +239,12 @@ def load_cifar10(
 
 
 def describe_cifar10(root: str | Path | None) -> dict[str, str]:
-    """Provenance of a copy: its path, layout and the first heading and any "lossy" note of its SOURCE.md."""
+    """Provenance of a copy: its folder name (never the machine's absolute path), layout and the first heading and
+    any "lossy" note of its SOURCE.md."""
     root = resolve_root(root)
     layout, base = find_layout(root)
     info = {
-        "root": str(root),
+        "name": root.name,
         "layout": "official python batches" if layout == "official" else "class folders",
     }
     if layout == "folders":
@@ -262,7 +263,7 @@ def describe_cifar10(root: str | Path | None) -> dict[str, str]:
 
 def data_label(info: dict[str, str]) -> str:
     """One-line description of a copy for tables: name, layout, and whether it is a lossy copy."""
-    name = Path(info["root"]).name
+    name = info["name"]
     parts = [f"{name} ({info['layout']}"]
     if info.get("format"):
         parts[0] += f", {info['format'].upper()}"

@@ -57,9 +57,10 @@ class ImageFolderData:
         return digest.hexdigest()[:20]
 
     def describe(self) -> dict[str, object]:
-        """What a result records about the copy (JSON-ready)."""
+        """What a result records about the copy (JSON-ready): its folder name (never the machine's absolute
+        path), layout, classes and image counts; the fingerprint goes beside it."""
         return {
-            "root": str(self.root),
+            "name": self.root.name,
             "layout": "imagefolder",
             "classes": len(self.classes),
             "class_names": list(self.classes),

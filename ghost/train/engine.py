@@ -50,13 +50,16 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """What one run trains: a model of :func:`ghost.models.create_model` (Ghost models take ``ratio`` s and
-    ``dw_size`` d, default 2 and 3; plain models take neither), a recipe and a seed."""
+    ``dw_size`` d, default 2 and 3; plain models take neither), a recipe and a seed; ``validation``: train on the
+    training split minus a held-out validation split and evaluate on that (:func:`ghost.data.validation_split`,
+    what recipes are chosen on), instead of evaluating on the test split."""
 
     model: str
     recipe: Recipe
     seed: int = 0
     ratio: int | None = None
     dw_size: int | None = None
+    validation: bool = False
 
     def __post_init__(self) -> None:
         default_input_size(self.model)  # raises for an unknown model, before any data is read
@@ -72,8 +75,9 @@ class TrainConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     def identity(self) -> dict[str, Any]:
-        """What makes two runs the same run (JSON-ready); the device is deliberately not part of it."""
-        return {
+        """What makes two runs the same run (JSON-ready); the device is deliberately not part of it. A validation
+        run adds ``"validation": true`` (a test-split run's identity is what it was before the option existed)."""
+        identity = {
             "model": self.model,
             "ratio": self.ratio,
             "dw_size": self.dw_size,
@@ -81,6 +85,7 @@ class TrainConfig:
             "recipe": self.recipe.name,
             "recipe_spec": self.recipe.to_dict(),
         }
+        return {**identity, "validation": True} if self.validation else identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +392,7 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
     steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
     return {
         "test_acc": last["test_acc"],
+        **({"test_acc_running_bn": last["test_acc_running_bn"]} if "test_acc_running_bn" in last else {}),
         "test_top5": last["test_top5"],
         "test_loss": last["test_loss"],
         "train_acc": last["train_acc"],
@@ -447,15 +453,17 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
                                 plan.accumulate, dist, bar)
         batches.close()
         train_time = time.perf_counter() - start
-        test = None
+        test = running_bn = None
         if (epoch + 1) % recipe.eval_every == 0 or epoch == num_epochs - 1:
             if recipe.precise_bn_batches:
+                running_bn = evaluate(engine, data.test, recipe.eval_batch_size, dist)
                 recompute_bn_stats(engine, data.train, recipe.batch_size,
                                    min(recipe.precise_bn_batches, steps_per_epoch),
                                    torch.Generator().manual_seed(derive_seed(config.seed, "precise_bn", epoch)),
                                    plan.parts())
             test = evaluate(engine, data.test, recipe.eval_batch_size, dist)
-        progress.history.append(_epoch_row(recipe, epoch, steps, steps_per_epoch, stats, test, train_time))
+        progress.history.append(_epoch_row(recipe, epoch, steps, steps_per_epoch, stats, test, train_time)
+                                | ({"test_acc_running_bn": round(running_bn.top1, 4)} if running_bn else {}))
         progress.wall_time += time.perf_counter() - start
         bar.set_postfix(loss=f"{stats.loss:.3f}", train=f"{stats.top1:.1f}%",
                         test=f"{test.top1:.1f}%" if test else "-")
@@ -505,7 +513,8 @@ def train(
     with distributed_session(device) as dist:
         device = dist.device(device)
         plan = BatchPlan(config.recipe.batch_size, parallel.accumulate, dist.rank, dist.world_size)
-        data = load_data(config.recipe, data_root, device, cache_dir=cache_dir, workers=parallel.workers)
+        data = load_data(config.recipe, data_root, device, cache_dir=cache_dir, workers=parallel.workers,
+                         validation=config.validation)
         if data.train.steps_per_epoch(plan.global_batch) == 0:
             raise ValueError(
                 f"{len(data.train)} training images make no full global batch of {plan.global_batch}; use a "

@@ -12,7 +12,8 @@ native bf16 matrix units, e.g. Intel AMX; elsewhere it is emulated and slow; :me
 ``precise_bn_batches`` > 0 recomputes every BatchNorm's running statistics on that many training batches before
 each evaluation (precise BN, ``fvcore.nn.update_bn_stats``), so that a short run is never scored with the stale
 statistics of its first epochs (a BN momentum of 0.01, as in torchvision's MobileNetV3, remembers them for
-hundreds of steps); 0 evaluates with the running statistics as they are. ImageNet recipes set the input
+hundreds of steps; each test point also records the score with the running statistics as they were,
+``test_acc_running_bn``); 0 evaluates with the running statistics as they are. ImageNet recipes set the input
 resolutions: ``train_crop`` (random resized crop), ``eval_resize`` (shorter side) and ``eval_crop`` (center crop);
 CIFAR-10 recipes leave them ``null`` (32x32 with a pad-4 random crop).
 """

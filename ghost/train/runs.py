@@ -19,12 +19,13 @@ DEFAULT_RUNS_DIR = Path("runs")
 
 
 def run_dir(config: TrainConfig, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
-    """The folder of a configuration's run: ``<runs_dir>/<recipe>/<model>[-s<ratio>-d<dw_size>]/seed<seed>``.
+    """The folder of a configuration's run: ``<runs_dir>/<recipe>/<model>[-s<ratio>-d<dw_size>]/seed<seed>``, with
+    a ``-val`` suffix for a validation run (:attr:`TrainConfig.validation`).
 
     Sweeps that share a configuration share its run folder, so each configuration is trained once.
     """
     name = config.model if config.ratio is None else f"{config.model}-s{config.ratio}-d{config.dw_size}"
-    return Path(runs_dir) / config.recipe.name / name / f"seed{config.seed}"
+    return Path(runs_dir) / config.recipe.name / name / f"seed{config.seed}{'-val' if config.validation else ''}"
 
 
 def find_runs(root: str | Path = DEFAULT_RUNS_DIR) -> list[Path]:
@@ -80,7 +81,8 @@ def training_setting(config: dict[str, Any]) -> str:
 
 
 def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
-    """One row per finished run (a run folder or a committed record): configuration, final accuracy, size,
+    """One row per finished run (a run folder or a committed record): configuration, final accuracy (on the
+    held-out validation split where ``validation`` is true, else on the test split), size,
     provenance, the speed setting it trained with, and ``shared_identity``: its identity without the
     configuration (model, ratio, dw_size, seed), which every run of one table must share (recipe, data copy)."""
     rows = []
@@ -94,6 +96,7 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "dw_size": config["dw_size"],
                 "seed": config["seed"],
                 "dataset": config.get("dataset", "cifar10"),
+                "validation": bool(config.get("validation", False)),
                 "test_acc": final["test_acc"],
                 "test_top5": final.get("test_top5", float("nan")),
                 "params": final["params"],
@@ -105,7 +108,7 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "input_size": "x".join(map(str, config.get("input_size", (3, 32, 32))[1:])),
                 "test_images": config["test_images"],
                 "data": final["data"]["label"],
-                "data_root": final["data"]["root"],
+                "data_name": final["data"].get("name") or Path(final["data"]["root"]).name,  # older: the path
                 "hardware": final["hardware"],
                 "commit": final["commit"],
                 "torch": final["torch"],

@@ -30,6 +30,7 @@ from ghost.data import (
     data_label,
     describe_cifar10,
     load_cifar10,
+    validation_split,
 )
 from ghost.data.batches import Normalize
 from ghost.data.imagefolder import SeededImageDataset, eval_transform, scan_image_folder, train_transform
@@ -187,11 +188,18 @@ def _subset(labels: list[int], subset: int | None, split: str, total: int) -> to
     return class_balanced_subset(torch.tensor(labels), subset if subset is not None else total)
 
 
-def _cifar10(recipe: Recipe, root: str | Path | None, cache_dir: str | Path | None,
-             device: torch.device) -> TrainingData:
+def _cifar10(recipe: Recipe, root: str | Path | None, cache_dir: str | Path | None, device: torch.device,
+             validation: bool) -> TrainingData:
+    train_images, train_labels = load_cifar10(root, train=True, cache_dir=cache_dir)
+    if validation:
+        kept, held_out = validation_split(train_labels)
+        test_images, test_labels = train_images[held_out], train_labels[held_out]
+        train_images, train_labels = train_images[kept], train_labels[kept]
+    else:
+        test_images, test_labels = load_cifar10(root, train=False, cache_dir=cache_dir)
     splits = []
-    for is_train, subset, split in ((True, recipe.train_subset, "training"), (False, recipe.test_subset, "test")):
-        images, labels = load_cifar10(root, train=is_train, cache_dir=cache_dir)
+    for images, labels, subset, split in ((train_images, train_labels, recipe.train_subset, "training"),
+                                          (test_images, test_labels, recipe.test_subset, _eval_split(validation))):
         index = _subset(labels.tolist(), subset, split, len(labels))
         splits.append(DeviceData(images[index], labels[index], CIFAR10_MEAN, CIFAR10_STD, device, pad=4))
     info = describe_cifar10(root)
@@ -199,18 +207,27 @@ def _cifar10(recipe: Recipe, root: str | Path | None, cache_dir: str | Path | No
                         {**info, "label": data_label(info)}, data_fingerprint(root))
 
 
-def _imagefolder(recipe: Recipe, root: str | Path | None, device: torch.device, workers: int) -> TrainingData:
+def _eval_split(validation: bool) -> str:
+    return "validation" if validation else "test"
+
+
+def _imagefolder(recipe: Recipe, root: str | Path | None, device: torch.device, workers: int,
+                 validation: bool) -> TrainingData:
     data = scan_image_folder(root)
+    train, test = data.train, data.val
+    if validation:
+        kept, held_out = validation_split(torch.tensor([label for _, label in train]))
+        train, test = [train[i] for i in kept.tolist()], [train[i] for i in held_out.tolist()]
     splits = []
-    for samples, subset, split in ((data.train, recipe.train_subset, "training"),
-                                   (data.val, recipe.test_subset, "validation")):
+    for samples, subset, split in ((train, recipe.train_subset, "training"),
+                                   (test, recipe.test_subset, _eval_split(validation))):
         index = _subset([label for _, label in samples], subset, split, len(samples))
         picked = [samples[i] for i in index.tolist()]
         splits.append(ImageFolderSource(picked, recipe.train_crop, recipe.eval_resize, recipe.eval_crop, device,
                                         workers))
     info = data.describe()
-    label = f"ImageFolder copy {data.root} ({len(data.classes)} classes, {len(data.train)} train / " \
-            f"{len(data.val)} val images)"
+    label = f"{data.root.name} (ImageFolder copy, {len(data.classes)} classes, {len(data.train)} train / " \
+            f"{len(data.val)} val images, fingerprint {data.fingerprint()})"
     return TrainingData(splits[0], splits[1], len(data.classes), (3, recipe.eval_crop, recipe.eval_crop),
                         {**info, "label": label}, data.fingerprint())
 
@@ -232,6 +249,7 @@ def load_data(
     *,
     cache_dir: str | Path | None = None,
     workers: int = 0,
+    validation: bool = False,
 ) -> TrainingData:
     """The training and test splits of ``recipe``'s dataset from the copy at ``root``.
 
@@ -240,6 +258,9 @@ def load_data(
         root: the copy; ``None`` reads ``$GHOST_CIFAR10`` or ``$GHOST_IMAGENET``.
         device: where batches are built.
         cache_dir: where CIFAR-10's decoding is cached; workers: DataLoader workers (ImageNet).
+        validation: evaluate on a validation split held out of the training images
+            (:func:`ghost.data.validation_split`) and train on the rest, instead of evaluating on the test split
+            (ImageNet: ``val/``); what recipes are chosen on.
 
     Raises:
         ValueError: missing or malformed data, or a subset larger than its split.
@@ -247,5 +268,5 @@ def load_data(
     if workers < 0:
         raise ValueError(f"the number of data-loading workers must be >= 0, got {workers}")
     if recipe.dataset == Dataset.CIFAR10:
-        return _cifar10(recipe, root, cache_dir, device)
-    return _imagefolder(recipe, root, device, workers)
+        return _cifar10(recipe, root, cache_dir, device, validation)
+    return _imagefolder(recipe, root, device, workers, validation)

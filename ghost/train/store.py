@@ -31,8 +31,10 @@ LOCK = ".lock"
 _CHECKPOINT_VERSION = 2
 METRIC_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "epoch_time_s",
-    "images_per_s",
+    "images_per_s", "test_acc_running_bn",
 )  # fmt: skip
+"""``test_acc_running_bn``: with precise BN, the test top-1 measured with the running statistics just before they
+were recomputed (what the run would have scored without precise BN); empty otherwise."""
 
 
 def differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> str:
