@@ -434,7 +434,7 @@ def _verified(model: nn.Module, swaps: list[Swap], records: dict[str, LayerRecor
         return [s for s in swaps if s not in dropped]
 
     result = run_twin(model, swaps, args, kwargs, ref)
-    miscounted = [] if result.error else _miscounted(swaps, result, ref)
+    miscounted = _miscounted(swaps, result, ref)  # the modes that ran: a twin that crashed may miss some
     for swap, text in miscounted:
         swaps = keep([swap], text)
     if miscounted:
@@ -463,6 +463,10 @@ def _miscounted(swaps: list[Swap], result: TwinResult, ref: Reference) -> list[t
     for swap in swaps:
         for mode, ran in result.ran.items():
             host, ghost = ref.calls[mode].get(swap.name, 0), ran.get(swap.name, 0)
+            if host and not ghost:
+                found.append((swap, "its Ghost module never ran: the model calls this conv through a reference "
+                                    "ghostify cannot replace (e.g. a plain Python list)"))
+                break
             if host != ghost:
                 found.append((swap, (
                     f"its Ghost module ran {ghost} times but the conv ran {host} times (in {mode} mode): the model "
