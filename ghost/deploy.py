@@ -12,6 +12,11 @@ rescaled weights and a bias. :func:`fold_batchnorm` applies that rewrite (with P
   module is called anywhere else. The BatchNorm is then replaced by ``nn.Identity``, so module names and
   the rest of the model stay as they are. A model that fx cannot trace keeps these pairs unfolded.
 
+Every such pair is also checked against a data-flow trace of an example call (:mod:`ghost.surgery.dataflow`):
+it is folded only if the BatchNorm alone reads the conv's output (no second call of the conv, e.g. a Sequential's
+first layer called on its own, no other reader) and neither module has hooks; the outputs before and after are
+then compared on that input, and ``fold_report`` lists every pair, folded or kept with the reason.
+
 Only plain ``nn.Conv2d`` and ``nn.BatchNorm2d`` with running statistics are folded: subclasses with their own
 forward (e.g. weight-standardised convs, timm's ``BatchNormAct2d``) are left alone, as is any module that is
 registered at more than one place in the model.
@@ -27,46 +32,147 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ghost.layers import CheapConv2d, GhostConv2d
+from ghost.surgery.convert import example_call, traced
+from ghost.surgery.dataflow import Flow, tensors_in
+from ghost.surgery.unsupported import hooks_text, refuse_unsupported
+from ghost.surgery.verify import compare_outputs
 
-__all__ = ["fold_batchnorm", "prepare_for_inference", "strip_redundant_activations"]
+__all__ = ["FoldRecord", "FoldReport", "fold_batchnorm", "prepare_for_inference", "strip_redundant_activations"]
+
+_FOLD_SLACK = 4096.0
+"""Folding reorders the arithmetic: outputs agree to this many units in the last place of each tensor's largest
+value."""
+_REPORTS = ("ghost_report", "fold_report")
 
 
-def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+@dataclass
+class FoldRecord:
+    """One conv→BatchNorm pair that :func:`fold_batchnorm` considered: folded, or why not."""
+
+    conv: str
+    norm: str
+    folded: bool
+    reason: str = ""
+
+
+@dataclass
+class FoldReport:
+    """What :func:`fold_batchnorm` / :func:`prepare_for_inference` folded and how the result was checked.
+
+    Attributes:
+        inputs: shapes of the example inputs the model was traced and checked with.
+        pairs: every conv→BatchNorm pair considered, folded or kept with the reason.
+        verified: whether the outputs before and after matched on the example inputs.
+        verification: what the check compared and found, in words.
+    """
+
+    inputs: str
+    pairs: list[FoldRecord] = field(default_factory=list)
+    verified: bool = False
+    verification: str = "not checked"
+
+    def __str__(self) -> str:
+        lines = [f"{r.conv} -> {r.norm}: " + ("folded" if r.folded else f"kept ({r.reason})") for r in self.pairs]
+        return "\n".join([*lines, f"check: {self.verification}"])
+
+
+def fold_batchnorm(
+    model: nn.Module,
+    *,
+    inplace: bool = False,
+    input_size: Sequence[int] | None = None,
+    example_inputs: torch.Tensor | Sequence[Any] | None = None,
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
     """Return an eval-mode copy of ``model`` with its conv→BatchNorm pairs folded into single convolutions.
 
-    See the module docstring for which pairs are folded. The eval-mode outputs are those of ``model`` up to
-    floating-point rounding; the folded model is meant for inference and export (TorchScript,
-    ``torch.export``, ONNX), not for training, and its ``state_dict`` keys differ from the original's.
+    See the module docstring for which pairs are folded. A pair is only folded when a data-flow trace of the
+    example call (:mod:`ghost.surgery.dataflow`) shows that the conv's output is read by that BatchNorm alone
+    (not by a second call of the conv, a slice of its ``Sequential``, other code) and neither module has hooks;
+    the others are kept, with the reason in ``folded.fold_report`` (a :class:`FoldReport`). The folded model's
+    outputs are then compared with the original's on the example input (each output tensor to a few thousand
+    units in the last place of its own largest value, inf/NaN positions by equality). The folded model is
+    meant for inference and export (TorchScript, ``torch.export``, ONNX), not for training, and its
+    ``state_dict`` keys differ from the original's.
 
     Args:
         model: any ``nn.Module``, e.g. a GhostNet or a model converted by :func:`ghost.surgery.ghostify`.
         inplace: fold ``model`` itself (it is switched to eval mode) instead of a deep copy.
+        input_size, example_inputs, example_kwargs: the example call, as for :func:`ghost.surgery.ghostify`
+            (default: one seeded random image of ``(in_channels of the first conv, 224, 224)``).
 
     Returns:
-        The folded model, in eval mode.
+        The folded model, in eval mode, with its :class:`FoldReport` as ``fold_report``.
 
     Raises:
-        ValueError: ``model`` is not an ``nn.Module``.
+        ValueError: ``model`` is not an ``nn.Module``, holds a part that cannot be copied or folded (a
+            TorchScript submodule, eager-quantization observers, an old-style ``weight_norm`` /
+            ``spectral_norm``), does not run on the example input, or gives other outputs once folded.
     """
     _require_module(model, "fold_batchnorm")
+    folded, expected, call = _fold(model, inplace, input_size, example_inputs, example_kwargs, "fold_batchnorm")
+    _prove(folded, expected, call, folded.fold_report)
+    return folded
+
+
+def _fold(
+    model: nn.Module, inplace: bool, input_size: Sequence[int] | None,
+    example_inputs: torch.Tensor | Sequence[Any] | None, example_kwargs: Mapping[str, Any] | None, caller: str,
+) -> tuple[nn.Module, Any, tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Fold ``model`` (or a deep copy) and return it, the original's outputs and the example call."""
+    refuse_unsupported(model, caller)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    unique = _registered_once(model)
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None and example_inputs is None and example_kwargs is None:
+        model.fold_report = FoldReport("none", verification="nothing to fold: the model has no nn.Conv2d")
+        return model, None, ((), {})
+    args, kwargs, inputs = example_call(model, first_conv, input_size, example_inputs, example_kwargs)
+    flow = traced(model, args, kwargs, inputs, caller)
+    gate = _Gate(_registered_once(model), flow, {id(m): n for n, m in model.named_modules()}, FoldReport(inputs))
     for module in list(model.modules()):
         if isinstance(module, GhostConv2d):
-            _fold_ghost_branches(module, unique)
+            _fold_ghost_branches(module, gate)
     for module in list(model.modules()):
         if type(module) is nn.Sequential:
-            _fold_sequential(module, unique)
-    _fold_traced_pairs(model, unique)
-    return model
+            _fold_sequential(module, gate)
+    _fold_traced_pairs(model, gate)
+    model.fold_report = gate.report
+    return model, flow.outputs, (args, kwargs)
+
+
+def _prove(model: nn.Module, expected: Any, call: tuple[tuple[Any, ...], dict[str, Any]], report: FoldReport) -> None:
+    """Compare ``model``'s eval-mode outputs on the example call with the original's; raise if they differ."""
+    if expected is None:
+        return
+    if any(t.is_meta for t in tensors_in(expected)):
+        report.verification = "structure only: meta tensors carry no values to compare"
+        return
+    args, kwargs = call
+    with torch.no_grad():
+        outputs = model(*args, **kwargs)
+    matches, diff, what = compare_outputs(expected, outputs, slack=_FOLD_SLACK)
+    if not matches:
+        raise ValueError(
+            f"folding changed the model's outputs on the example input ({what}; {len(report.pairs)} pairs "
+            f"considered): something the trace could not see reads a folded conv's output or weights; fold by "
+            f"hand, or run the model unfolded"
+        )
+    folded = sum(r.folded for r in report.pairs)
+    report.verified = True
+    report.verification = (f"passed: with {folded} of {len(report.pairs)} conv→BatchNorm pairs folded, every output "
+                           f"matched the original's in eval mode on the example input (max abs diff {diff:.3g})")
 
 
 def _require_module(model: object, function: str) -> None:
@@ -81,32 +187,75 @@ def _registered_once(model: nn.Module) -> set[int]:
     return {key for key, count in counts.items() if count == 1}
 
 
-def _foldable(conv: nn.Module, bn: nn.Module, unique: set[int]) -> bool:
-    """Whether ``bn(conv(x))`` may be replaced by one folded conv."""
-    return (
-        type(conv) in (nn.Conv2d, CheapConv2d)
-        and type(bn) is nn.BatchNorm2d
-        and bn.track_running_stats
-        and bn.running_mean is not None
-        and bn.num_features == conv.out_channels
-        and id(conv) in unique
-        and id(bn) in unique
-    )
+def _fold_reason(conv: nn.Module, bn: nn.Module, unique: set[int]) -> str:
+    """Why ``bn(conv(x))`` may not be replaced by one folded conv by its modules alone (``""``: it may)."""
+    if type(conv) not in (nn.Conv2d, CheapConv2d):
+        return f"{type(conv).__name__} is not a plain conv"
+    if type(bn) is not nn.BatchNorm2d:
+        return f"{type(bn).__name__} is not a plain BatchNorm2d"
+    if not bn.track_running_stats or bn.running_mean is None:
+        return "the BatchNorm has no running statistics"
+    if bn.num_features != conv.out_channels:
+        return "the BatchNorm's channel count differs from the conv's"
+    if id(conv) not in unique or id(bn) not in unique:
+        return "registered at more than one place in the model"
+    return ""
 
 
-def _fold_ghost_branches(ghost: GhostConv2d, unique: set[int]) -> None:
+@dataclass
+class _Gate:
+    """Decides, from the modules and the data-flow trace of the example call, which pairs may be folded,
+    recording every pair it is asked about."""
+
+    unique: set[int]
+    flow: Flow
+    names: dict[int, str]
+    report: FoldReport
+
+    def allows(self, conv: nn.Module, bn: nn.Module) -> bool:
+        """Whether ``bn(conv(x))`` may be folded; a pair of a conv and a plain BatchNorm2d is recorded."""
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            return False
+        reason = _fold_reason(conv, bn, self.unique) or self._flow_reason(conv, bn)
+        self.report.pairs.append(FoldRecord(self.names.get(id(conv), "?"), self.names.get(id(bn), "?"), not reason,
+                                            reason))
+        return not reason
+
+    def _flow_reason(self, conv: nn.Module, bn: nn.Module) -> str:
+        for module, label in ((conv, "the conv"), (bn, "the BatchNorm")):
+            if hooks_text(module):
+                return f"{label} has {hooks_text(module)}, which folding would bypass or feed other values"
+        flow = self.flow
+        conv_calls, bn_calls = flow.calls_of(conv), flow.calls_of(bn)
+        if not conv_calls:
+            return "the conv never ran on the example input, so folding it could not be checked"
+        if len(conv_calls) != len(bn_calls):
+            return (f"the conv runs {len(conv_calls)} times and the BatchNorm {len(bn_calls)} times on the example "
+                    f"input (the conv is also called on its own, e.g. through a slice of its Sequential)")
+        for call in conv_calls:
+            readers = flow.readers_outside(call.output, call)
+            others = [r for r in readers if not any(flow.within(r, b.index) for b in bn_calls)]
+            if others or call.output is None:
+                return "the conv's output is also read elsewhere: folding would change what that reader sees"
+        for param in conv.parameters(recurse=False):
+            if any(not any(flow.within(r, c.index) for c in conv_calls) for r in flow.param_readers.get(id(param), ())):
+                return "the conv's weight is also read outside its own forward"
+        return ""
+
+
+def _fold_ghost_branches(ghost: GhostConv2d, gate: _Gate) -> None:
     """Rebuild each ``Sequential(conv, BatchNorm2d[, act])`` branch of ``ghost`` as ``Sequential(conv[, act])``."""
     for name in ("primary_conv", "cheap_operation"):
         branch = getattr(ghost, name)
-        if branch is not None and len(branch) > 1 and _foldable(branch[0], branch[1], unique):
+        if branch is not None and len(branch) > 1 and gate.allows(branch[0], branch[1]):
             setattr(ghost, name, nn.Sequential(fuse_conv_bn_eval(branch[0], branch[1]), *branch[2:]))
 
 
-def _fold_sequential(sequential: nn.Sequential, unique: set[int]) -> None:
+def _fold_sequential(sequential: nn.Sequential, gate: _Gate) -> None:
     """Fold every conv that a plain ``nn.Sequential`` feeds straight into a BatchNorm; the BN becomes Identity."""
     for i in range(len(sequential) - 1):
         conv, bn = sequential[i], sequential[i + 1]
-        if _foldable(conv, bn, unique):
+        if gate.allows(conv, bn):
             sequential[i] = fuse_conv_bn_eval(conv, bn)
             sequential[i + 1] = nn.Identity()
 
@@ -119,7 +268,7 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(m, module_qualified_name)
 
 
-def _fold_traced_pairs(model: nn.Module, unique: set[int]) -> None:
+def _fold_traced_pairs(model: nn.Module, gate: _Gate) -> None:
     """Fold the conv→BatchNorm pairs that a ``torch.fx`` trace of ``model`` shows to be adjacent, if it traces."""
     try:
         graph = _Tracer().trace(model)
@@ -139,21 +288,29 @@ def _fold_traced_pairs(model: nn.Module, unique: set[int]) -> None:
         if any(a.startswith((f"{conv_name}.", f"{bn_name}.")) for a in attributes):
             continue  # a parameter or buffer of the pair is also read directly
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        if _foldable(conv, bn, unique):
+        if gate.allows(conv, bn):
             model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
             model.set_submodule(bn_name, nn.Identity())
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module,
+    *,
+    input_size: Sequence[int] | None = None,
+    example_inputs: torch.Tensor | Sequence[Any] | None = None,
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
     """Return an eval-mode copy of ``model`` ready for inference and export: BatchNorms folded, redundant
-    activation calls removed.
+    activation calls removed, and the result checked against ``model`` on an example input.
 
     This is :func:`fold_batchnorm` (on a deep copy; ``model`` itself is left as it is) followed by
-    :func:`strip_redundant_activations`. Its outputs are those of ``model`` in eval mode, up to floating-point
-    rounding.
+    :func:`strip_redundant_activations`; the outputs of the result are then compared with ``model``'s in eval
+    mode on the example input (as :func:`fold_batchnorm` does), which proves the rewrite for the path that input
+    takes. The report of the folding is attached as ``fold_report``; a ``ghost_report`` of ``model`` is kept.
 
     Args:
         model: any ``nn.Module``, e.g. a GhostNet or a model converted by :func:`ghost.surgery.ghostify`.
+        input_size, example_inputs, example_kwargs: the example call, as for :func:`fold_batchnorm`.
 
     Returns:
         A ``torch.fx.GraphModule`` in eval mode when ``torch.fx`` can trace the model symbolically (with the
@@ -161,10 +318,13 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
         from the folding.
 
     Raises:
-        ValueError: ``model`` is not an ``nn.Module``.
+        ValueError: ``model`` is not an ``nn.Module``, or as for :func:`fold_batchnorm`.
     """
     _require_module(model, "prepare_for_inference")
-    return strip_redundant_activations(fold_batchnorm(model))
+    folded, expected, call = _fold(model, False, input_size, example_inputs, example_kwargs, "prepare_for_inference")
+    prepared = strip_redundant_activations(folded)
+    _prove(prepared, expected, call, folded.fold_report)
+    return prepared
 
 
 def strip_redundant_activations(model: nn.Module) -> nn.Module:
@@ -207,7 +367,11 @@ def strip_redundant_activations(model: nn.Module) -> nn.Module:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     graph.lint()
-    return torch.fx.GraphModule(model, graph)
+    stripped = torch.fx.GraphModule(model, graph)
+    for report in _REPORTS:
+        if hasattr(model, report):
+            setattr(stripped, report, getattr(model, report))
+    return stripped
 
 
 class _GhostLeafTracer(_Tracer):

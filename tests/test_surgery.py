@@ -133,7 +133,7 @@ def test_include_exclude_and_overrides() -> None:
         ({"policy": "stacked"}, "policy must be one of"),
         ({"ratio": 2.5}, "ratio \\(s\\) must be an integer"),
         ({"dw_size": 4}, "dw_size \\(d\\) must be an odd integer"),
-        ({"input_size": (4, 32, 32)}, "example input \\(4x32x32\\) failed.*pass the input size"),
+        ({"input_size": (4, 32, 32)}, "example input \\(4x32x32\\) failed.*pass input_size"),
         ({"input_size": (3, 32, 32), "example_inputs": torch.zeros(1, 3, 32, 32)}, "either input_size or example"),
         ({"example_inputs": "image"}, "example_inputs must be a tensor or a tuple"),
         ({"input_size": (32, 32)}, "input_size must be \\(channels, height, width\\)"),

@@ -337,3 +337,41 @@ def test_cli_missing_run_folder_exits_with_one_line(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "is not a finished run" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_distill_checkpoints_every_epoch_and_an_interrupted_run_resumes_exactly(
+    fake_root: Path, tiny_models: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ghost.train.distillation as distillation
+
+    recipe = recipe_from_dict({**TINY_RECIPE, "epochs": 2})
+    data = load_data(recipe, fake_root, torch.device("cpu"))
+    teacher = _tiny_cnn()
+
+    def student(seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return transfer_cli.build_model("ghost_x", 2, 3)
+
+    whole = distill(student(), teacher, recipe, data, torch.device("cpu"), out_dir=tmp_path / "whole")
+    assert (tmp_path / "whole" / "checkpoint.pt").is_file()
+
+    real, calls = distillation.train_one_epoch, []
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distillation, "train_one_epoch", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        distill(student(), teacher, recipe, data, torch.device("cpu"), out_dir=tmp_path / "cut")
+    assert (tmp_path / "cut" / "metrics.csv").read_text().count("\n") == 2  # header + epoch 1
+    calls.clear()
+    monkeypatch.setattr(distillation, "train_one_epoch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # another initialisation: only the checkpoint's weights can make the result equal
+    resumed = distill(student(seed=1), teacher, recipe, data, torch.device("cpu"), out_dir=tmp_path / "cut")
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    assert len(calls) == 1  # only the second epoch was trained again
+    with pytest.raises(ValueError, match="belongs to a different run .*alpha"):
+        distill(student(), teacher, recipe, data, torch.device("cpu"), alpha=0.5, out_dir=tmp_path / "cut")

@@ -12,7 +12,11 @@ How it works:
    is read only by an activation module, has them absorbed into both branches of its Ghost module; the
    host's modules become ``nn.Identity``. Any other reader keeps them in the host, and the record says so.
 4. The ratio-1 check (:mod:`ghost.surgery.verify`): the same swaps with ``ratio=1``, loaded with the host's
-   conv/BN weights, must reproduce the host's outputs. Swaps that do not are found by bisection and kept.
+   conv/BN weights, must reproduce every output leaf of the host in eval and train mode, and each Ghost module
+   must run as often as its host conv. Swaps that do not are found by bisection and kept.
+
+Hooks on a conv keep it; hooks or extra state on a norm keep the norm in the host; parts that cannot be
+converted exactly (:mod:`ghost.surgery.unsupported`) are refused with the cause.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from ghost.layers import GhostConv2d, check_dw_size, check_ratio
 from ghost.surgery.dataflow import Call, Flow, tensors_in, trace_dataflow
 from ghost.surgery.plan import Swap, apply_swaps
 from ghost.surgery.report import GhostReport, LayerRecord
-from ghost.surgery.verify import find_offenders, run_twin
+from ghost.surgery.unsupported import hooks_text, norm_state_reason, refuse_unsupported
+from ghost.surgery.verify import Reference, TwinResult, comparable_leaves, find_offenders, reference, run_twin
 
-__all__ = ["POLICIES", "ghostify"]
+__all__ = ["POLICIES", "example_call", "ghostify", "traced"]
 
 POLICIES = ("paper", "dropin")
 _OVERRIDE_KEYS = ("ratio", "dw_size")
@@ -92,10 +97,12 @@ def ghostify(
             :func:`ghost.models.init.kaiming_normal_fan_out`, to initialise the new layers like the host's
             (``create_model("ghost_<name>")`` passes ``<name>``'s scheme). ``None``: PyTorch's default init.
         verify: run the ratio-1 check (on by default): the converted structure with ``ratio=1``, loaded
-            with the host's conv/BN weights, must reproduce the host's outputs on the example inputs, and
-            every new Ghost module must run. Layers that break it are kept, with the reason in the report.
-            It costs a deep copy and one forward pass of the model, plus ``log2(#convs)`` passes per
-            offending layer. ``False`` skips it (the report then says "not checked").
+            with the host's conv/BN weights, must reproduce every output leaf of the host on the example inputs,
+            in eval and in train mode (each on copies: ``model`` and its statistics are left untouched), and
+            every new Ghost module must run as often as its host conv. Layers that break it are kept, with the
+            reason in the report. It costs four deep copies and four forward passes of the model, plus about
+            ``log2(#convs)`` more per offending layer. It covers the code paths the example inputs take, no
+            others. ``False`` skips it (the report then says "not checked").
         inplace: convert ``model`` itself instead of a deep copy.
 
     Returns:
@@ -105,10 +112,16 @@ def ghostify(
 
     Raises:
         ValueError: no ``nn.Conv2d`` in the model, an unknown policy or override key, a pattern that
-            matches no conv, an invalid ratio/dw_size, example inputs the model cannot run on, or no conv
-            left to replace.
+            matches no conv, an invalid ratio/dw_size, example inputs the model cannot run on, no conv
+            left to replace, an output with nothing to compare, or a part that cannot be converted exactly
+            (eager-quantization observers, old-style ``weight_norm``/``spectral_norm``, a TorchScript
+            submodule, ``torch.inference_mode`` in ``forward``).
     """
     _check_options(policy, ratio, dw_size, overrides)
+    if torch.is_inference_mode_enabled():
+        raise ValueError("ghostify was called under torch.inference_mode(), whose tensors carry no version counter, "
+                         "which its data-flow trace needs; call it outside inference_mode (torch.no_grad() is fine)")
+    refuse_unsupported(model, "ghostify")
     overrides = dict(overrides or {})
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     if not convs:
@@ -118,7 +131,7 @@ def ghostify(
     if not inplace:
         model = copy.deepcopy(model)
         convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    args, kwargs, inputs = _example(model, next(iter(convs.values())), input_size, example_inputs, example_kwargs)
+    args, kwargs, inputs = example_call(model, next(iter(convs.values())), input_size, example_inputs, example_kwargs)
     host = _describe(model, args, kwargs, inputs)
 
     report = GhostReport(inputs, policy, init=getattr(init, "__name__", repr(init)) if init else "PyTorch default")
@@ -176,7 +189,7 @@ def _check_patterns(kind: str, patterns: Iterable[str], conv_names: Sequence[str
             )
 
 
-def _example(
+def example_call(
     model: nn.Module, first_conv: nn.Conv2d, input_size: Sequence[int] | None,
     example_inputs: torch.Tensor | Sequence[Any] | None, example_kwargs: Mapping[str, Any] | None,
 ) -> tuple[tuple[Any, ...], dict[str, Any], str]:
@@ -211,16 +224,26 @@ def _random_image(model: nn.Module, size: tuple[int, ...]) -> torch.Tensor:
     return noise.to(zeros.device, zeros.dtype)
 
 
+def traced(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: str, caller: str) -> Flow:
+    """:func:`trace_dataflow` of one example call, its failures re-raised as ``ValueError`` with the cause."""
+    try:
+        return trace_dataflow(model, args, kwargs)
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix
+        if "Inference tensors" in str(error):
+            raise ValueError(
+                f"the model's forward runs (part of) itself under torch.inference_mode(), whose tensors carry no "
+                f"version counter, which {caller}'s data-flow trace needs; use torch.no_grad() there instead"
+            ) from error
+        raise ValueError(
+            f"{caller} runs the model once to learn each conv's readers and output size, and running it on "
+            f"the example input ({inputs}) failed ({type(error).__name__}: {error}); if that input is not what "
+            f"the model expects, pass input_size=(C, H, W), or its arguments as example_inputs/example_kwargs"
+        ) from error
+
+
 def _describe(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: str) -> _Model:
     """Trace the model once and index what the per-conv decisions look up."""
-    try:
-        flow = trace_dataflow(model, args, kwargs)
-    except Exception as error:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(
-            f"ghostify runs the model once to learn each conv's readers and output size, and running it on "
-            f"the example input ({inputs}) failed ({type(error).__name__}: {error}); pass the input size the "
-            f"model expects as input_size=(C, H, W), or its arguments as example_inputs/example_kwargs"
-        ) from error
+    flow = traced(model, args, kwargs, inputs, "ghostify")
     names: dict[int, list[str]] = {}
     param_owners: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
@@ -266,6 +289,9 @@ def _keep_reason(name: str, conv: nn.Conv2d, host: _Model, ratio: int, dw_size: 
         return f"part of an existing Ghost module, {host.ghost_parents[name]}: never converted again"
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} subclasses nn.Conv2d with its own forward"
+    hooks = hooks_text(conv)
+    if hooks:
+        return f"it has {hooks} registered on it, which a Ghost module in its place would not run the same way"
     if include is not None and not any(fnmatch(name, p) for p in include):
         return "not matched by include"
     if any(fnmatch(name, p) for p in exclude):
@@ -342,9 +368,16 @@ def _swap(name: str, conv: nn.Conv2d, host: _Model, ratio: int, dw_size: int, po
         record.reason = note
         return Swap(name, ratio, dw_size, None, None, (), order)
     norm = host.names[id(norm_call.module)][0]
+    state = norm_state_reason(norm_call.module)
+    if state:
+        record.reason = f"BatchNorm {norm} not absorbed: {state}"
+        return Swap(name, ratio, dw_size, None, None, (), order)
     act_call, note = _own_follower(host, norm_call, ACTIVATIONS, "activation")
     notes = [note] if note else []
     act = absorbed_act = None
+    if act_call is not None and hooks_text(act_call.module):
+        notes.append(f"{host.names[id(act_call.module)][0]} has {hooks_text(act_call.module)}: not absorbed")
+        act_call = None
     if act_call is not None:
         act = host.names[id(act_call.module)][0]
         if len(host.flow.calls_of(act_call.module)) == 1 and len(host.names[id(act_call.module)]) == 1:
@@ -387,30 +420,60 @@ def _verified(model: nn.Module, swaps: list[Swap], records: dict[str, LayerRecor
     if any(t.is_meta for t in tensors_in(expected)):
         report.verification = "structure only: meta tensors carry no values to compare"
         return swaps
+    if not comparable_leaves(expected):
+        raise ValueError(
+            f"the model's output ({type(expected).__name__}) holds no tensor or number that the ratio-1 check can "
+            f"compare, so the conversion cannot be proven; return the results as tensors (in tuples, lists, dicts "
+            f"or dataclasses), or pass verify=False to convert unchecked"
+        )
+    ref = reference(model, args, kwargs)
+
     def keep(dropped: list[Swap], reason: str) -> list[Swap]:
         for swap in dropped:
             records[swap.name].reason = reason
         return [s for s in swaps if s not in dropped]
 
-    result = run_twin(model, swaps, args, kwargs, expected)
-    idle = [] if result.error else [s for s in swaps if s.name not in result.ran]
-    if idle:
-        swaps = keep(idle, "its Ghost module never ran: the model calls this conv through a reference ghostify "
-                           "cannot replace (e.g. a plain Python list)")
-        result = run_twin(model, swaps, args, kwargs, expected)
+    result = run_twin(model, swaps, args, kwargs, ref)
+    miscounted = _miscounted(swaps, result, ref)  # the modes that ran: a twin that crashed may miss some
+    for swap, text in miscounted:
+        swaps = keep([swap], text)
+    if miscounted:
+        result = run_twin(model, swaps, args, kwargs, ref)
     if not result.matches:
-        swaps = keep(find_offenders(model, swaps, args, kwargs, expected),
+        swaps = keep(find_offenders(model, swaps, args, kwargs, ref),
                      "replacing it changed the model's outputs in the ratio-1 check (something the trace could "
                      "not see reads its output or weights)")
-        result = run_twin(model, swaps, args, kwargs, expected)
+        result = run_twin(model, swaps, args, kwargs, ref)
     if not result.matches:
         raise ValueError(f"the converted model does not reproduce the host at ratio 1 even with the offending "
                          f"layers kept (max abs diff {result.max_abs_diff:.3g}{'; ' if result.error else ''}"
                          f"{result.error}); pass verify=False to convert unchecked")
     report.verified = True
+    modes = " and ".join(f"{m} mode" for m in ref.outputs)
+    skipped = "".join(f"; {m} mode not checked: the host itself fails in it ({why})" for m, why in ref.skipped.items())
     report.verification = (f"passed: at ratio 1, with the host's conv/BN weights, the {len(swaps)} Ghost modules "
-                           f"all ran and reproduced the host's outputs (max abs diff {result.max_abs_diff:.3g})")
+                           f"each ran as often as their host conv and reproduced every output of the host in "
+                           f"{modes} (max abs diff {result.max_abs_diff:.3g}){skipped}")
     return swaps
+
+
+def _miscounted(swaps: list[Swap], result: TwinResult, ref: Reference) -> list[tuple[Swap, str]]:
+    """The swaps whose Ghost module ran a different number of times than their host conv, and why."""
+    found = []
+    for swap in swaps:
+        for mode, ran in result.ran.items():
+            host, ghost = ref.calls[mode].get(swap.name, 0), ran.get(swap.name, 0)
+            if host and not ghost:
+                found.append((swap, "its Ghost module never ran: the model calls this conv through a reference "
+                                    "ghostify cannot replace (e.g. a plain Python list)"))
+                break
+            if host != ghost:
+                found.append((swap, (
+                    f"its Ghost module ran {ghost} times but the conv ran {host} times (in {mode} mode): the model "
+                    f"also calls this conv through a reference ghostify cannot replace (e.g. a plain Python list), "
+                    f"which would keep running the old conv")))
+                break
+    return found
 
 
 def _fill_replaced(record: LayerRecord, swap: Swap, ghost: GhostConv2d, modules: dict[str, nn.Module],

@@ -16,6 +16,7 @@ function dispatch (e.g. a custom C++ extension reading a weight) nor readers on 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["OUTPUT", "Call", "Flow", "trace_dataflow"]
+__all__ = ["OUTPUT", "Call", "Flow", "output_leaves", "tensors_in", "trace_dataflow"]
 
 OUTPUT = -1
 """Reader index standing for the model's caller (the tensor is one of the model's outputs)."""
@@ -99,16 +100,31 @@ class Flow:
         return None
 
 
-def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
-    """The tensors in a nest of tuples, lists and dicts (e.g. a call's arguments or a model's outputs)."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from tensors_in(item)
+def output_leaves(obj: Any, path: str = "output", _seen: frozenset[int] = frozenset()) -> list[tuple[str, Any]]:
+    """The leaves of a nest of values (a model's return value, a call's arguments) as ``(path, value)``:
+    tensors, Python numbers, strings and ``None``, found inside tuples, lists, mappings, dataclasses and
+    objects with attributes (modules and classes are leaves; a reference cycle is followed once)."""
+    if isinstance(obj, (torch.Tensor, bool, int, float, complex, str)) or obj is None or id(obj) in _seen:
+        return [(path, obj)]
+    seen = _seen | {id(obj)}
+    if isinstance(obj, (list, tuple)):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(obj)]
     elif isinstance(obj, Mapping):
-        for item in obj.values():
-            yield from tensors_in(item)
+        items = [(f"{path}[{key!r}]", item) for key, item in obj.items()]
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [(f"{path}.{f.name}", getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (type, nn.Module)) and not callable(obj):
+        items = [(f"{path}.{key}", item) for key, item in vars(obj).items()]
+    else:
+        return [(path, obj)]
+    return [leaf for sub, item in items for leaf in output_leaves(item, sub, seen)]
+
+
+def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a nest of values (see :func:`output_leaves`), e.g. a call's arguments or a model's outputs."""
+    for _, leaf in output_leaves(obj):
+        if isinstance(leaf, torch.Tensor):
+            yield leaf
 
 
 def _reads_data(func: Any) -> bool:

@@ -9,6 +9,11 @@ loss: ``alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s,
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +22,7 @@ from tqdm.auto import tqdm
 from ghost.train.engine import Engine, epoch_steps, seed_epoch, train_one_epoch
 from ghost.train.recipes import Recipe
 from ghost.train.sources import TrainingData
+from ghost.train.store import RunFolder, check_writable
 
 __all__ = ["DistillationLoss", "distill"]
 
@@ -61,13 +67,17 @@ def distill(
     alpha: float = 0.9,
     seed: int = 0,
     progress: bool = False,
+    out_dir: str | Path | None = None,
 ) -> nn.Module:
     """Fine-tune ``student`` with distillation from ``teacher`` for ``recipe``'s length on ``data``'s training
     split (test it with :func:`ghost.train.evaluate`).
 
     As in a run of the engine: SGD with the recipe's learning-rate schedule, batch size, weight decay and
     device settings; the epoch's data order and augmentation drawn from ``(seed, epoch)``, so two students
-    fine-tuned with the same seed see the same batches. Nothing is checkpointed (one epoch is the intended use).
+    fine-tuned with the same seed see the same batches. With ``out_dir``, the student and optimizer are
+    checkpointed there atomically after every epoch (:class:`ghost.train.store.RunFolder`, as a training run
+    is), and a call with the same arguments resumes from the last finished epoch: an interrupted and resumed
+    fine-tuning ends with exactly the weights of an uninterrupted one (a finished one is only reloaded).
 
     Args:
         student: the model to train (moved to ``device``, trained in place).
@@ -78,29 +88,64 @@ def distill(
         temperature, alpha: of :class:`DistillationLoss`.
         seed: of the data order, augmentation and dropout.
         progress: show a progress bar.
+        out_dir: the folder of the checkpoint (``checkpoint.pt``, ``metrics.csv``); ``None``: no checkpoint.
 
     Returns:
         The trained student (on ``device``).
 
     Raises:
-        ValueError: the training split makes no full batch of the recipe's size.
+        ValueError: the training split makes no full batch of the recipe's size; ``out_dir`` cannot be written,
+            is in use by another process, or holds a checkpoint of another fine-tuning.
     """
     steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(data.train)} training images make no full batch of {recipe.batch_size}; use a "
                          "larger training subset or a recipe with a smaller batch_size")
-    total = recipe.total_steps(steps_per_epoch)
     loss = DistillationLoss(teacher, temperature, alpha, recipe.label_smoothing)
     engine = Engine.create(student, recipe, device)
     teacher.to(engine.device)
     if engine.channels_last:
         teacher.to(memory_format=torch.channels_last)
     data.train.normalize.channels_last = data.test.normalize.channels_last = engine.channels_last
-    with tqdm(total=total, desc="distillation", unit="step", disable=not progress, dynamic_ncols=True) as bar:
-        for epoch in range(recipe.num_epochs(steps_per_epoch)):
+    if out_dir is None:
+        _distill_epochs(engine, loss, recipe, data, seed, progress, None, [])
+        return engine.model
+    check_writable(out_dir)
+    identity = json.loads(json.dumps({"kind": "distill", "recipe": recipe.to_dict(), "data": data.fingerprint,
+                                      "seed": seed, "temperature": temperature, "alpha": alpha,
+                                      "student": _shapes(engine.model), "teacher": _shapes(teacher)}))
+    folder = RunFolder(out_dir, identity)
+    folder.lock()
+    try:
+        state = folder.load_checkpoint()
+        if state is not None:
+            engine.load_state_dict(state)
+        _distill_epochs(engine, loss, recipe, data, seed, progress, folder, state["history"] if state else [])
+    finally:
+        folder.unlock()
+    return engine.model
+
+
+def _shapes(model: nn.Module) -> str:
+    """A digest of ``model``'s state-dict keys and shapes: what a checkpoint of it must match to load."""
+    shapes = [(key, list(value.shape)) for key, value in model.state_dict().items()]
+    return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+
+
+def _distill_epochs(engine: Engine, loss: DistillationLoss, recipe: Recipe, data: TrainingData, seed: int,
+                    progress: bool, folder: RunFolder | None, history: list[dict[str, Any]]) -> None:
+    """Train the epochs after the ``len(history)`` already done, checkpointing each into ``folder`` (if any)."""
+    steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
+    total = recipe.total_steps(steps_per_epoch)
+    with tqdm(total=total, initial=min(total, len(history) * steps_per_epoch), desc="distillation", unit="step",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for epoch in range(len(history), recipe.num_epochs(steps_per_epoch)):
             batches = data.train.train_batches(recipe.batch_size, seed_epoch(seed, epoch))
             steps = epoch_steps(epoch, steps_per_epoch, total)
-            train_one_epoch(engine, iter(batches), steps, lambda step: recipe.lr_at(step, steps_per_epoch),
-                            bar=bar, loss_fn=loss)
+            stats = train_one_epoch(engine, iter(batches), steps, lambda step: recipe.lr_at(step, steps_per_epoch),
+                                    bar=bar, loss_fn=loss)
             batches.close()
-    return engine.model
+            history.append({"epoch": epoch + 1, "step": steps.stop, "lr": recipe.lr_at(steps.stop - 1, steps_per_epoch),
+                            "train_loss": stats.loss, "train_acc": stats.top1})
+            if folder is not None:
+                folder.save_checkpoint({"history": history, **engine.state_dict()}, history)
