@@ -1,5 +1,5 @@
 """Shared machinery of the table experiments: the CIFAR-10 tables (sweep_d, sweep_s, cifar_compression,
-reproduce) and the ImageNet-format tables (imagenet_table7, imagenet_ghostnet, and the sweeps with
+reproduce) and the ImageNet-format tables (imagenet_resnet50, imagenet_small_nets, and the sweeps with
 ``--dataset imagenet``).
 
 Each table is a list of configurations. Every (configuration, seed) is trained once into its run folder
@@ -41,7 +41,7 @@ from ghost.paper import (
     PaperKey,
     paper_key,
 )
-from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_s_sweep
+from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_imagenet, plot_s_sweep
 from ghost.provenance import command_line
 from ghost.train import (
     DEFAULT_RUNS_DIR,
@@ -59,7 +59,7 @@ from ghost.train import (
 )
 from ghost.train.store import differences
 
-DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-budget"}
+DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-64px"}
 SWEEP_MODELS = {Dataset.CIFAR10: "vgg16_cifar", Dataset.IMAGENET: "resnet50"}
 _PAPER_CLASSES = {Dataset.CIFAR10: 10, Dataset.IMAGENET: 1000}
 BANNERS = {
@@ -80,7 +80,7 @@ class Table:
     dataset: Dataset
     configs: tuple[PaperKey, ...]
     plot: Callable[[pd.DataFrame], Figure]
-    reference: PaperKey | None = None  # a sweep's Ghost configuration that the others are also compared with
+    reference: PaperKey | None = None  # a configuration that the others (but its host) are also compared with
 
 
 def d_sweep(dataset: Dataset, model: str) -> Table:
@@ -105,14 +105,15 @@ CIFAR_COMPRESSION = Table(
     (("vgg16_cifar", None, None), ("ghost_vgg16_cifar", 2, 3), ("resnet56_cifar", None, None),
      ("ghost_resnet56_cifar", 2, 3)), plot_compression,
 )
-IMAGENET_TABLE7 = Table(
-    "imagenette_table7", "ResNet-50 and Ghost-ResNet-50 (paper Table 7)", Dataset.IMAGENET,
-    (("resnet50", None, None), ("ghost_resnet50", 2, 3), ("ghost_resnet50", 4, 3)), plot_compression,
+IMAGENETTE_RESNET50 = Table(
+    "imagenette_resnet50", "ResNet-50 against Ghost-ResNet-50 (s=2 and s=4)", Dataset.IMAGENET,
+    (("resnet50", None, None), ("ghost_resnet50", 2, 3), ("ghost_resnet50", 4, 3)), plot_imagenet,
 )
-IMAGENET_GHOSTNET = Table(
-    "imagenette_ghostnet", "GhostNet widths against MobileNetV3-Large (paper Table 8)", Dataset.IMAGENET,
+IMAGENETTE_SMALL_NETS = Table(
+    "imagenette_small_nets", "GhostNet widths against MobileNetV3-Large 1.0x and 0.75x", Dataset.IMAGENET,
     (("ghostnet_050", None, None), ("ghostnet_100", None, None), ("ghostnet_130", None, None),
-     ("mobilenet_v3_large", None, None)), plot_compression,
+     ("mobilenet_v3_large_075", None, None), ("mobilenet_v3_large", None, None)), plot_imagenet,
+    reference=("ghostnet_100", None, None),
 )
 
 
@@ -134,7 +135,7 @@ def parser(description: str, sweep: bool = False) -> argparse.ArgumentParser:
         p.add_argument("--model", help=f"the baseline to sweep (default {SWEEP_MODELS[Dataset.CIFAR10]} on cifar10, "
                                        f"{SWEEP_MODELS[Dataset.IMAGENET]} on imagenet)")
     p.add_argument("--recipe", help=f"{', '.join(list_recipes())} or a recipe JSON (default quick on CIFAR-10, "
-                                    "imagenette-budget on ImageNet data)")
+                                    "imagenette-64px on ImageNet data)")
     p.add_argument("--only", help="only these configurations of the table, e.g. resnet50,ghost_resnet50-s2-d3")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per configuration (default 1)")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where runs live (default runs/)")
@@ -241,6 +242,7 @@ def _row(table: Table, key: PaperKey, match: pd.DataFrame) -> dict[str, object]:
         "acc_mean": round(match["test_acc"].mean(), 2) if len(match) else nan,
         "acc_std": round(match["test_acc"].std(ddof=1), 2) if len(match) > 1 else nan,
         "top5_mean": round(match["test_top5"].mean(), 2) if len(match) else nan,
+        "acc_running_bn_mean": round(match["test_acc_running_bn"].mean(), 2) if len(match) else nan,
         "n_seeds": len(match), "seeds": " ".join(str(s) for s in sorted(match["seed"])),
         **_paper(table.dataset, paper_key(model, ratio, dw_size)),
         **{column: joined(column) for column in ("recipe", "scale", "epochs", "input_size", "train_images",
@@ -306,7 +308,7 @@ def table_frame(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
         if host is not None:
             row.update(host=display_name(*host), **paired_difference(match, _matching(runs, host)),
                        paper_diff=_paper_diff(table.dataset, key, host))
-        if table.reference is not None and key != table.reference and host is not None:
+        if table.reference is not None and key not in (table.reference, host_of(table.reference)):
             reference = paired_difference(match, _matching(runs, table.reference))
             row.update({f"ref_{k}": v for k, v in reference.items()})
         rows.append(row)
@@ -333,23 +335,50 @@ def format_difference(row: pd.Series, prefix: str = "") -> str:
     return text
 
 
+def _accuracy(row: pd.Series) -> str:
+    """``86.68 ± 0.04 (n=3)``: mean ± sample std over seeds."""
+    if row["n_seeds"] == 0:
+        return "— (n=0)"
+    std = f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else ""
+    return f"{row['acc_mean']:.2f}{std} (n={row['n_seeds']})"
+
+
+def _imagenet_lines(table: Table, df: pd.DataFrame) -> list[str]:
+    """The rows of an ImageNet-format table: sizes for 1000 classes at 224 px and as trained, the measured
+    accuracies, then the paper's ImageNet-1k numbers in their own columns."""
+    sizes = "; ".join(sorted(set(df["input_size"]) - {""})) or "—"
+    hosts = df["host"].notna().any() if "host" in df else False
+    columns = ["Model", "Params (M)", "FLOPs at 224 px (M)", f"FLOPs at {sizes} (M)", "Top-1 (%)",
+               *(["Δ vs host (95 % CI)"] if hosts else []),
+               *([f"Δ vs {display_name(*table.reference)} (95 % CI)"] if table.reference else []),
+               "Top-5 (%)", "Top-1, running BN (%)", "ImageNet-1k, paper: params (M)", "FLOPs (M)", "top-1 (%)",
+               *(["Δ vs host"] if hosts else []), "top-5 (%)"]
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+    for _, row in df.iterrows():
+        trained = "—" if pd.isna(row["trained_macs"]) else f"{row['trained_macs'] / 1e6:.1f}"
+        cells = [row["name"], f"{row['params'] / 1e6:.2f}", f"{row['macs'] / 1e6:.1f}", trained, _accuracy(row),
+                 *([format_difference(row)] if hosts else []),
+                 *([format_difference(row, "ref_")] if table.reference else []),
+                 _cell(row["top5_mean"], ".2f"), _cell(row["acc_running_bn_mean"], ".2f"),
+                 _cell(row["paper_params_m"]), _cell(row["paper_flops_m"]), _cell(row["paper_acc"]),
+                 *([_cell(row.get("paper_diff"), "+g")] if hosts else []), _cell(row["paper_top5"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _table_lines(table: Table, df: pd.DataFrame, imagenet: bool) -> list[str]:
-    top5 = " Top-5 (%) | Paper top-5 (%) |" if imagenet else ""
+    if imagenet:
+        return _imagenet_lines(table, df)
     reference = f" Δ vs {display_name(*table.reference)} (95 % CI) |" if table.reference is not None else ""
     lines = ["| Model | Params (M) | Paper params (M) | FLOPs (M) | Paper FLOPs (M) | Top-1 (%) | Δ vs host (95 % CI) |"
-             + reference + " Paper top-1 (%) | Paper Δ |" + top5,
-             "|---|" + "---:|" * (10 if imagenet else 8) + ("---:|" if reference else "")]
+             + reference + " Paper top-1 (%) | Paper Δ |",
+             "|---|" + "---:|" * 8 + ("---:|" if reference else "")]
     for _, row in df.iterrows():
-        acc = "—" if row["n_seeds"] == 0 else f"{row['acc_mean']:.2f}" + (
-            f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
-        acc += f" (n={row['n_seeds']})"
         cells = [row["name"], f"{row['params'] / 1e6:.2f}", _cell(row["paper_params_m"]), f"{row['macs'] / 1e6:.1f}",
-                 _cell(row["paper_flops_m"]), acc, format_difference(row)]
+                 _cell(row["paper_flops_m"]), _accuracy(row), format_difference(row)]
         if reference:
             cells.append(format_difference(row, "ref_"))
         cells += [_cell(row["paper_acc"]), _cell(row.get("paper_diff"), "+g")]
-        if imagenet:
-            cells += [_cell(row["top5_mean"], ".2f"), _cell(row["paper_top5"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -367,15 +396,19 @@ def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> s
     lines = [f"# {table.title}: {', '.join(sorted(set(df['dataset'])))}", ""]
     lines += [BANNERS[Scale(s)] for s in sorted(set(df["scale"]) - {""}) if Scale(s) in BANNERS][:1] + [""]
     lines += [f"Data: {'; '.join(sorted(set(df['data']) - {''}))}.", "", *_table_lines(table, df, imagenet), ""]
-    size_note = ("for a 1000-class classifier at 224x224, as the paper counts them (the trained models have "
-                 f"their dataset's classifier and ran at {'; '.join(sorted(set(df['input_size'])))}: "
-                 "trained_params/trained_macs in the CSV)") if imagenet else "per 32x32 image"
+    size_note = ("for a 1000-class classifier (params, FLOPs at 224 px: the paper's condition) and for the trained "
+                 "model (its dataset's classifier, at the trained resolution: trained_params/trained_macs in the "
+                 "CSV)") if imagenet else "per 32x32 image"
     missing = [row["name"] for _, row in df.iterrows() if row["n_seeds"] == 0]
     lines += [
         "Top-1/top-5: final-epoch test accuracy (never best-on-test), mean ± sample std over seeds (n). Δ: the",
         "difference in top-1 points from the host (or the reference), paired by seed, mean and Student-t 95 %",
         "interval over the pairs; an interval that contains 0 means these seeds do not resolve the difference.",
         f"Params and FLOPs (multiply-accumulates of conv and linear layers, the paper's convention) are {size_note}.",
+        *(["Top-1, running BN: the same runs scored with the BatchNorm running statistics as training left them,",
+           "before precise BN recomputed them (— where the recipe does not recompute them). The paper's columns are",
+           "ImageNet-1k numbers (1000 classes, full schedules at 224 px): another dataset, never on one axis with",
+           "the measured ones."] if imagenet else []),
         *([f"Not trained yet: {', '.join(missing)}.", ""] if missing else [""]),
         "## Provenance",
         "",
@@ -401,10 +434,11 @@ def table_stem(table: Table, recipe: Recipe) -> str:
 
 
 def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path,
-                command: str | None = None) -> pd.DataFrame:
-    """Write ``<stem>.csv``, ``<stem>.md`` and ``figures/<stem>.png`` atomically (:func:`table_stem`); return the
-    table. ``command``: what the Markdown names as its writer (default: this process's command line)."""
-    df, stem = table_frame(table, runs), table_stem(table, recipe)
+                command: str | None = None, stem: str | None = None) -> pd.DataFrame:
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``figures/<stem>.png`` atomically (default stem:
+    :func:`table_stem`); return the table. ``command``: what the Markdown names as its writer (default: this
+    process's command line)."""
+    df, stem = table_frame(table, runs), stem or table_stem(table, recipe)
     write_text_atomic(folder / f"{stem}.csv", df.to_csv(index=False))
     write_text_atomic(folder / f"{stem}.md", _markdown(table, df, recipe, command or command_line()))
     save_figure_atomic(table.plot(df), folder / "figures" / f"{stem}.png")

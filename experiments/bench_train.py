@@ -8,7 +8,7 @@ input size, per (model, setting). The models of one group (a host and its Ghost 
 in one process (``ghost.benchmark.time_interleaved``: warm-up steps first, untimed, where ``torch.compile``
 compiles; then ``--rounds`` rounds that alternate the order), so that their ratios are fair; images/s is the
 batch over the median step time, with the p10-p90 range of the rounds. ``chosen`` marks the setting the engine
-trains the model with: the one its recipe pins (``imagenette-budget`` for the ImageNet-format models), or, where
+trains the model with: the one its recipe pins (``imagenette-64px`` for the ImageNet-format models), or, where
 the recipe leaves torch.compile to the engine's probe (``budget``, for CIFAR-10), the faster of the two measured
 here (the run's record names what its own probe picked); ``speedup_vs_baseline`` is a model's chosen-setting
 images/s over its host's (GhostNet's host is MobileNetV3-Large). Measured on ``--threads`` threads (default 1, as
@@ -45,7 +45,7 @@ class Config:
     recipe: str = "budget"
 
 
-_IMAGENETTE = "imagenette-budget"
+_IMAGENETTE = "imagenette-64px"
 GROUPS: dict[str, tuple[Config, ...]] = {
     "vgg16": (Config("vgg16_cifar"), *(Config("ghost_vgg16_cifar", s, 3) for s in (2, 3, 4, 5)),
               *(Config("ghost_vgg16_cifar", 2, d) for d in (1, 5, 7))),

@@ -4,6 +4,13 @@ in its order, several runs at once, and keeps each finished run's record in the 
     python -m experiments.campaign cifar10 --commit     # all of it: finished runs skipped, the others resumed
     python -m experiments.campaign cifar10 --dry-run    # what is finished, what is left, in which order
     python -m experiments.campaign cifar10 --seeds 0    # only these seeds of it
+    python -m experiments.campaign cifar10 imagenette --commit   # both, side by side (one job each at --jobs 2)
+
+``cifar10`` trains the three CIFAR-10 tables at three seeds and the 30-epoch schedule study. ``imagenette`` first
+scores the candidate recipes (:data:`experiments.rebuild_tables.SEARCH_CANDIDATES`: ResNet-50, seed 0, on a
+validation split held out of the training images), then, once every candidate is scored, trains the two Imagenette
+tables with the best one (the plan grows when the search finishes). Several campaigns share the ``--jobs`` slots
+fairly: a free slot goes to the campaign with the fewest runs in progress.
 
 Runs train in ``--runs-dir`` (default ``$GHOST_RUNS_DIR`` or ``~/ghost-runs``: outside the checkout, so that a
 fresh clone does not lose them), ``--jobs`` at once (default 2, each on ``--threads`` CPU threads, default 1).
@@ -31,7 +38,9 @@ import signal
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -40,8 +49,8 @@ from typing import Any, NoReturn
 from tqdm.auto import tqdm
 
 from experiments._cli import check_device, check_results_dir, cli_errors, fail
-from experiments._tables import CIFAR_COMPRESSION, d_sweep, s_sweep
-from experiments.rebuild_tables import table_files
+from experiments._tables import CIFAR_COMPRESSION, IMAGENETTE_RESNET50, IMAGENETTE_SMALL_NETS, d_sweep, s_sweep
+from experiments.rebuild_tables import SEARCH_CANDIDATES, SEARCH_MODEL, search_winner, table_files
 from ghost.data import load_cifar10
 from ghost.paper import PaperKey
 from ghost.provenance import command_line
@@ -55,14 +64,16 @@ _STATUS_EVERY_S = 60.0
 
 @dataclass(frozen=True)
 class Stage:
-    """Runs of one recipe: every configuration at each seed (all configurations of a seed before the next)."""
+    """Runs of one recipe: every configuration at each seed (all configurations of a seed before the next);
+    ``validation``: on the validation split held out of the training images (recipe search), not the test split."""
 
     recipe: str
     configs: tuple[PaperKey, ...]
     seeds: tuple[int, ...]
+    validation: bool = False
 
 
-def _cifar10_campaign() -> tuple[Stage, ...]:
+def _cifar10_campaign(records: Path) -> tuple[Stage, ...]:
     """Issue order: the budget tables' 10 configurations at seed 0 (those never trained before first), seeds 1-2
     of the compression table, seeds 1-2 of the sweeps, then the 30-epoch schedule study (the VGG pair first)."""
     compression = CIFAR_COMPRESSION.configs
@@ -80,13 +91,33 @@ def _cifar10_campaign() -> tuple[Stage, ...]:
     )
 
 
-CAMPAIGNS = {"cifar10": _cifar10_campaign()}
+IMAGENETTE_HEADLINE = (("resnet50", None, None), ("ghost_resnet50", 2, 3), ("ghostnet_100", None, None),
+                       ("mobilenet_v3_large", None, None))
+"""The Imagenette rows trained at three seeds; the others of the two tables get seed 0."""
+
+
+def _imagenette_campaign(records: Path) -> tuple[Stage, ...]:
+    """The recipe search (ResNet-50 on the validation split, one run per candidate recipe), then, once the records
+    hold every candidate's score, both Imagenette tables with the winner: seed 0 of every row (the headline rows
+    first), then seeds 1-2 of the headline rows."""
+    search = tuple(Stage(name, (SEARCH_MODEL,), (0,), validation=True) for name in SEARCH_CANDIDATES)
+    winner = search_winner(records)
+    if winner is None:
+        return search
+    rows = tuple(dict.fromkeys((*IMAGENETTE_HEADLINE, *IMAGENETTE_RESNET50.configs, *IMAGENETTE_SMALL_NETS.configs)))
+    return (*search, Stage(winner, rows, (0,)), Stage(winner, IMAGENETTE_HEADLINE, (1, 2)))
+
+
+CAMPAIGNS: dict[str, Callable[[Path], tuple[Stage, ...]]] = {
+    "cifar10": _cifar10_campaign, "imagenette": _imagenette_campaign}
+"""Each campaign's stages, given the records folder (a campaign may plan more once some records exist)."""
 
 
 @dataclass(frozen=True)
 class Planned:
     """One run of a campaign: what it trains, its run folder, its record folder and the identity both hold."""
 
+    campaign: str
     config: TrainConfig
     run: Path
     record: Path
@@ -94,8 +125,8 @@ class Planned:
 
     @property
     def label(self) -> str:
-        """``<recipe> <model>[-s<s>-d<d>] seed<k>``, as in the folder names."""
-        return f"{self.config.recipe.name} {self.run.parent.name} seed{self.config.seed}"
+        """``<recipe> <model>[-s<s>-d<d>] seed<k>[-val]``, as in the folder names."""
+        return f"{self.config.recipe.name} {self.run.parent.name} {self.run.name}"
 
 
 def default_runs_dir() -> Path:
@@ -103,24 +134,34 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV_VAR) or Path.home() / "ghost-runs").expanduser()
 
 
-def plan(stages: tuple[Stage, ...], seeds: set[int] | None, runs_dir: Path, records: Path,
-         data: str | None) -> list[Planned]:
-    """The campaign's runs in order (only ``seeds`` if given), each with the identity its record must have."""
-    recipes: dict[str, Recipe] = {}
-    fingerprints: dict[Dataset, str] = {}
-    planned = []
-    for stage in stages:
-        recipe = recipes.setdefault(stage.recipe, load_recipe(stage.recipe))
-        if recipe.dataset not in fingerprints:
-            fingerprints[recipe.dataset] = data_copy_fingerprint(recipe.dataset, data)
-        for seed in stage.seeds:
-            if seeds is not None and seed not in seeds:
-                continue
-            for model, ratio, dw_size in stage.configs:
-                config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size)
-                identity = run_identity(config, fingerprints[recipe.dataset], recipe.batch_size)
-                planned.append(Planned(config, run_dir(config, runs_dir), run_dir(config, records), identity))
-    return planned
+@dataclass
+class Planner:
+    """Plans campaigns' runs from the records: their recipes and data-copy fingerprints are looked up once."""
+
+    seeds: set[int] | None
+    runs_dir: Path
+    records: Path
+    data: str | None
+    _recipes: dict[str, Recipe] = field(default_factory=dict)
+    _fingerprints: dict[Dataset, str] = field(default_factory=dict)
+
+    def plan(self, campaign: str) -> list[Planned]:
+        """The campaign's runs in order (only ``seeds`` if given), each with the identity its record must have."""
+        planned = []
+        for stage in CAMPAIGNS[campaign](self.records):
+            recipe = self._recipes.setdefault(stage.recipe, load_recipe(stage.recipe))
+            if recipe.dataset not in self._fingerprints:
+                self._fingerprints[recipe.dataset] = data_copy_fingerprint(recipe.dataset, self.data)
+            for seed in stage.seeds:
+                if self.seeds is not None and seed not in self.seeds:
+                    continue
+                for model, ratio, dw_size in stage.configs:
+                    config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size,
+                                         validation=stage.validation)
+                    identity = run_identity(config, self._fingerprints[recipe.dataset], recipe.batch_size)
+                    planned.append(Planned(campaign, config, run_dir(config, self.runs_dir),
+                                           run_dir(config, self.records), identity))
+        return planned
 
 
 def _recorded(run: Planned) -> bool:
@@ -173,13 +214,18 @@ def _metrics(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _epoch_seconds(planned: list[Planned]) -> dict[str, float]:
-    """Median measured epoch time of each model configuration (any recipe, seed or folder)."""
-    times: dict[str, list[float]] = {}
+def _speed_key(run: Planned) -> tuple[str, int | None]:
+    """What an epoch's time depends on: the model configuration (its folder name) and the training resolution."""
+    return run.run.parent.name, run.config.recipe.train_crop
+
+
+def _epoch_seconds(planned: list[Planned]) -> dict[tuple[str, int | None], float]:
+    """Median measured epoch time of each model configuration at each resolution (any recipe, seed or folder)."""
+    times: dict[tuple[str, int | None], list[float]] = {}
     for run in planned:
         for row in _metrics(run.run) or _metrics(run.record):
-            times.setdefault(run.run.parent.name, []).append(float(row["epoch_time_s"]))
-    return {name: statistics.median(values) for name, values in times.items()}
+            times.setdefault(_speed_key(run), []).append(float(row["epoch_time_s"]))
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def eta_seconds(todo: list[Planned], planned: list[Planned], jobs: int) -> float | None:
@@ -192,7 +238,7 @@ def eta_seconds(todo: list[Planned], planned: list[Planned], jobs: int) -> float
     left = 0.0
     for run in todo:
         remaining = max(0, (run.config.recipe.epochs or 0) - len(_metrics(run.run)))
-        left += remaining * seconds.get(run.run.parent.name, fallback)
+        left += remaining * seconds.get(_speed_key(run), fallback)
     return left / jobs
 
 
@@ -227,17 +273,37 @@ def _interrupt(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def run_campaign(todo: list[Planned], planned: list[Planned], args: argparse.Namespace) -> int:
-    """Train ``todo`` ``args.jobs`` at a time, recording each finished run; the number of runs that failed."""
+def _next(todo: list[Planned], running: dict[BaseProcess, Planned], order: list[str]) -> Planned:
+    """Take the next run to start out of ``todo``: the first of the campaign with the fewest runs in progress
+    (a tie goes to the campaign named first)."""
+    busy = Counter(run.campaign for run in running.values())
+    name = min({run.campaign for run in todo}, key=lambda campaign: (busy[campaign], order.index(campaign)))
+    return todo.pop(next(i for i, run in enumerate(todo) if run.campaign == name))
+
+
+def _replan(planner: Planner, campaigns: list[str], args: argparse.Namespace,
+            skip: set[Path]) -> tuple[list[Planned], list[Planned]]:
+    """Every planned run of ``campaigns`` and those still to train, minus the run folders in ``skip`` (in progress
+    or failed in this invocation); a campaign may plan more runs once some records exist."""
+    planned = [run for campaign in campaigns for run in planner.plan(campaign)]
+    todo = [run for run in _pending(planned, args.commit and not args.dry_run, args.results_dir)
+            if run.run not in skip]
+    return planned, todo
+
+
+def run_campaign(planner: Planner, campaigns: list[str], args: argparse.Namespace) -> int:
+    """Train the campaigns' runs ``args.jobs`` at a time, recording each finished run and planning again after it;
+    the number of runs that failed."""
     context = multiprocessing.get_context("spawn")
-    command, running, failed = command_line(), {}, 0
+    command, running, failed = command_line(), {}, set()
+    planned, todo = _replan(planner, campaigns, args, set())
     bar = tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", desc="campaign",
                dynamic_ncols=True, mininterval=_STATUS_EVERY_S, disable=args.no_progress)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         while todo or running:
             while todo and len(running) < args.jobs:
-                run = todo.pop(0)
+                run = _next(todo, running, campaigns)
                 proc = context.Process(target=_worker, name=run.label, daemon=False,
                                        args=(run.config, run.run, args.data, args.device, args.threads, command))
                 proc.start()
@@ -249,22 +315,24 @@ def run_campaign(todo: list[Planned], planned: list[Planned], args: argparse.Nam
                 proc.join()
                 if proc.exitcode == 0 and (run.run / FINAL).is_file():
                     bar.write(_keep_record(run, args.commit, args.results_dir))
-                    bar.update(1)
                 else:
-                    failed += 1
+                    failed.add(run.run)
                     bar.write(f"failed {run.label} (exit code {proc.exitcode}); see its error above")
+            planned, todo = _replan(planner, campaigns, args, failed | {run.run for run in running.values()})
+            bar.total, bar.n = len(planned), len(planned) - len(todo) - len(running) - len(failed)
     finally:
         for proc in running:
             proc.terminate()
         for proc in running:
             proc.join()
         bar.close()
-    return failed
+    return len(failed)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("campaign", choices=sorted(CAMPAIGNS), help="which campaign")
+    p.add_argument("campaign", nargs="+", choices=sorted(CAMPAIGNS),
+                   help="which campaigns (several share the --jobs slots)")
     p.add_argument("--seeds", help="only these seeds, e.g. 0 or 1,2 (default: all of the campaign's)")
     p.add_argument("--runs-dir", type=Path, default=None,
                    help=f"where runs train (default ${RUNS_ENV_VAR} or ~/ghost-runs, outside the checkout)")
@@ -274,7 +342,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="as soon as a run finishes, rebuild the tables and git-commit them with its record")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="where --commit rebuilds the tables (default results/)")
-    p.add_argument("--data", help="the data copy (default: $GHOST_CIFAR10 or $GHOST_IMAGENET)")
+    p.add_argument("--data", help="the data copy of a single campaign (default: $GHOST_CIFAR10 or $GHOST_IMAGENET)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1)")
@@ -308,29 +376,39 @@ def _pending(planned: list[Planned], commit: bool, results: Path) -> list[Planne
     return todo
 
 
+def _dry_run(planned: list[Planned], todo: list[Planned], campaigns: list[str], records: Path) -> None:
+    for run in planned:
+        state = "to train" if run in todo else "finished"
+        started = len(_metrics(run.run))
+        print(f"  {run.label}: {state}" + (f" ({started} epochs done)" if run in todo and started else ""))
+    if "imagenette" in campaigns and search_winner(records) is None:
+        print("  imagenette tables: planned once every candidate recipe of the search is scored")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    campaigns = list(dict.fromkeys(args.campaign))
     with cli_errors(resume_hint="run the same command again: finished runs are skipped, the others resume"):
         check_device(args.device)
         if args.jobs < 1 or args.threads < 1:
             raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+        if args.data and len(campaigns) > 1:
+            raise ValueError("--data names the data copy of one campaign; for several, set $GHOST_CIFAR10 and "
+                             "$GHOST_IMAGENET instead")
         runs_dir = check_results_dir(args.runs_dir or default_runs_dir())
         records = check_results_dir(args.records)
-        planned = plan(CAMPAIGNS[args.campaign], _seeds(args.seeds), runs_dir, records, args.data)
-        todo = _pending(planned, args.commit and not args.dry_run, args.results_dir)
-        print(f"campaign {args.campaign}: {len(planned)} runs, {len(planned) - len(todo)} finished, "
+        planner = Planner(_seeds(args.seeds), runs_dir, records, args.data)
+        planned, todo = _replan(planner, campaigns, args, set())
+        print(f"campaign {' + '.join(campaigns)}: {len(planned)} runs planned, {len(planned) - len(todo)} finished, "
               f"{len(todo)} to train in {runs_dir} ({args.jobs} at once); records in {records}", flush=True)
         if args.dry_run:
-            for run in planned:
-                state = "to train" if run in todo else "finished"
-                started = len(_metrics(run.run))
-                print(f"  {run.label}: {state}" + (f" ({started} epochs done)" if run in todo and started else ""))
+            _dry_run(planned, todo, campaigns, records)
             return 0
         if any(run.config.recipe.dataset == Dataset.CIFAR10 for run in todo):
             for split in (True, False):  # decode (and cache) CIFAR-10 once, not in every worker
                 load_cifar10(args.data, train=split)
-        failed = run_campaign(todo, planned, args)
+        failed = run_campaign(planner, campaigns, args)
     if failed:
         fail(f"{failed} runs failed (their errors are above); fix the cause and run the same command again", 1)
     print("campaign finished: every run is recorded")

@@ -1,7 +1,7 @@
 """Classify images with trained weights: per image, the top-5 classes with their names and probabilities.
 
     python -m experiments.predict --model ghostnet_100 --weights ghostnet_100.pth cat.jpg dog.png
-    python -m experiments.predict --model ghostnet_050 --weights runs/imagenette-budget/ghostnet_050/seed0 x.JPEG
+    python -m experiments.predict --model ghostnet_050 --weights runs/imagenette-64px/ghostnet_050/seed0 x.JPEG
 
 ``--weights`` is a weights file of an ImageNet-1k classifier (the official GhostNet PyTorch checkpoint, timm's
 ``state_dict()``, this project's ``model.pt``...: classes named by torchvision's ImageNet metadata) or a

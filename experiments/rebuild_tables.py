@@ -10,7 +10,12 @@ Reads every ``final.json`` (and, for the learning curves, ``metrics.csv``) under
   host, and in the sweeps from Ghost s=2 d=3, with 95 % intervals);
 - ``cifar10_schedule_budget.{csv,md}`` and ``figures/cifar10_schedule_budget.png``: the four models of the
   compression table at 10 epochs (``budget``) and 30 epochs (``budget30``), the Ghost-minus-host gap at both
-  lengths and the 30-epoch learning curves.
+  lengths and the 30-epoch learning curves;
+- ``imagenette_recipe_search.{csv,md}``: the candidate Imagenette recipes (:data:`SEARCH_CANDIDATES`, equal
+  ResNet-50 cost), each scored by ResNet-50 on the validation split held out of the training images, and the one
+  chosen (:func:`search_winner`);
+- ``imagenette_resnet50.{csv,md}`` and ``imagenette_small_nets.{csv,md}`` with their figures: the two ImageNet-format
+  tables on Imagenette, trained with the chosen recipe.
 
 A record of another recipe spec, data copy or identity than the rest of its table is refused with one line
 naming it; a folder without ``final.json`` is an unfinished run and never enters a table. The output is a
@@ -31,6 +36,8 @@ from experiments._cli import check_results_dir, cli_errors, results_dir
 from experiments._tables import (
     BANNERS,
     CIFAR_COMPRESSION,
+    IMAGENETTE_RESNET50,
+    IMAGENETTE_SMALL_NETS,
     check_consistent,
     d_sweep,
     format_difference,
@@ -50,23 +57,30 @@ CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10
 TABLE_RECIPE = "budget"
 SCHEDULE = ("budget", "budget30")  # the same recipe at two lengths
 SCHEDULE_STEM = "cifar10_schedule_budget"
+SEARCH_CANDIDATES = ("imagenette-64px", "imagenette-96px", "imagenette-128px")
+"""The Imagenette recipes the search compares: equal ResNet-50 cost, lower resolution against more epochs."""
+SEARCH_MODEL = ("resnet50", None, None)
+SEARCH_STEM = "imagenette_recipe_search"
+IMAGENETTE_TABLES = (IMAGENETTE_RESNET50, IMAGENETTE_SMALL_NETS)  # written under their own names
 
 
 def table_files(out: Path) -> list[Path]:
     """Every file :func:`rebuild` can write into ``out`` (tables and figures)."""
     recipe = load_recipe(TABLE_RECIPE)
-    stems = [*(table_stem(table, recipe) for table in CIFAR_TABLES), SCHEDULE_STEM]
-    return [path for stem in stems for path in (out / f"{stem}.csv", out / f"{stem}.md",
-                                                out / "figures" / f"{stem}.png")]
+    stems = [*(table_stem(table, recipe) for table in CIFAR_TABLES), SCHEDULE_STEM,
+             *(table.name for table in IMAGENETTE_TABLES)]
+    return [*(path for stem in stems for path in (out / f"{stem}.csv", out / f"{stem}.md",
+                                                  out / "figures" / f"{stem}.png")),
+            out / f"{SEARCH_STEM}.csv", out / f"{SEARCH_STEM}.md"]
 
 
-def recorded_runs(records: Path, recipe: Recipe) -> pd.DataFrame:
-    """The committed test-split records of ``recipe`` (one row each, :func:`ghost.train.runs_frame`; validation
-    runs, which choose recipes, never enter a table); refuses a record trained with another spec of the recipe
-    than the shipped one."""
+def recorded_runs(records: Path, recipe: Recipe, validation: bool = False) -> pd.DataFrame:
+    """The committed records of ``recipe`` (one row each, :func:`ghost.train.runs_frame`): its test-split runs, or
+    with ``validation`` its validation runs (which choose recipes and never enter a table); refuses a record
+    trained with another spec of the recipe than the shipped one."""
     runs = runs_frame(find_runs(records / recipe.name))
     if not runs.empty:
-        runs = runs[~runs["validation"]].reset_index(drop=True)
+        runs = runs[runs["validation"] == validation].reset_index(drop=True)
     for _, run in runs.iterrows():
         spec = json.loads(run["shared_identity"])["recipe_spec"]
         if spec != recipe.to_dict():
@@ -154,6 +168,93 @@ def _schedule_markdown(df: pd.DataFrame, recipes: dict[str, Recipe]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_frame(records: Path) -> pd.DataFrame:
+    """One row per :data:`SEARCH_CANDIDATES` recipe: its resolution and length, and ResNet-50's final top-1 on the
+    validation split (seed 0; ``nan`` until its record exists), with the run's time and hardware; ``chosen`` marks
+    :func:`search_winner`'s pick."""
+    rows = []
+    for name in SEARCH_CANDIDATES:
+        recipe = load_recipe(name)
+        runs = recorded_runs(records, recipe, validation=True)
+        runs = runs[(runs["model"] == SEARCH_MODEL[0]) & (runs["seed"] == 0)] if not runs.empty else runs
+        run = runs.iloc[0] if len(runs) else None
+        rows.append({"recipe": name, "train_crop": recipe.train_crop, "epochs": recipe.epochs,
+                     "val_acc": run["test_acc"] if run is not None else float("nan"),
+                     "val_acc_running_bn": run["test_acc_running_bn"] if run is not None else float("nan"),
+                     "train_images": run["train_images"] if run is not None else "",
+                     "test_images": run["test_images"] if run is not None else "",
+                     "wall_time_s": round(run["wall_time_s"], 1) if run is not None else float("nan"),
+                     "hardware": run["hardware"] if run is not None else "",
+                     "commit": run["commit"] if run is not None else ""})
+    df = pd.DataFrame(rows)
+    df["chosen"] = df["recipe"] == _winner(df)
+    return df
+
+
+def _winner(df: pd.DataFrame) -> str | None:
+    if df["val_acc"].isna().any():
+        return None
+    return str(df.loc[df["val_acc"].idxmax(), "recipe"])  # a tie goes to the first listed (the cheapest to run)
+
+
+def search_winner(records: Path) -> str | None:
+    """The Imagenette recipe the tables train with: the candidate whose ResNet-50 scores best on the validation
+    split, ``None`` until every candidate's validation run is recorded."""
+    return _winner(search_frame(records))
+
+
+def _search_markdown(df: pd.DataFrame) -> str:
+    winner = _winner(df)
+    lines = ["# Imagenette: choosing the budget recipe on a validation split", "", BANNERS[Scale.BUDGET], "",
+             "| Recipe | Resolution (px) | Epochs | ResNet-50 validation top-1 (%) | with running BN (%) | "
+             "Training time (min) | Chosen |", "|---|---:|---:|---:|---:|---:|---|"]
+    for _, row in df.iterrows():
+        minutes = "—" if pd.isna(row["wall_time_s"]) else f"{row['wall_time_s'] / 60:.1f}"
+        acc = "— (not trained yet)" if pd.isna(row["val_acc"]) else f"{row['val_acc']:.2f}"
+        running = "—" if pd.isna(row["val_acc_running_bn"]) else f"{row['val_acc_running_bn']:.2f}"
+        lines.append(f"| `{row['recipe']}` | {row['train_crop']} | {row['epochs']} | {acc} | {running} | {minutes} | "
+                     f"{'yes' if row['chosen'] else ''} |")
+    choice = (f"The tables train with `{winner}`." if winner else
+              "No choice yet: the tables wait until every candidate is scored.")
+    lines += ["", "Each candidate costs about one hour of one CPU thread for ResNet-50 (lower resolution, more",
+              "epochs).",
+              "ResNet-50, seed 0, trains on the training images minus a validation split (10 % of each class, fixed",
+              "by seed 0) and is scored on that split after its last epoch; the highest score chooses the recipe of",
+              "every Imagenette table (a tie goes to the first listed). Imagenette's val folder, the test set of the",
+              "tables, plays no part. One seed per candidate: differences of a point or less are within seed noise,",
+              f"and the choice is only the best guess they allow. {choice}", "", "## Provenance", ""]
+    for name in SEARCH_CANDIDATES:
+        lines.append(f"- `{name}`: {load_recipe(name).description}")
+    lines += [f"- training / validation images: {'; '.join(sorted(set(df['train_images'].astype(str)) - {''}))} / "
+              f"{'; '.join(sorted(set(df['test_images'].astype(str)) - {''}))}",
+              f"- hardware: {'; '.join(sorted(set(df['hardware']) - {''})) or '—'}",
+              f"- commit: {'; '.join(sorted(set('; '.join(df['commit']).split('; ')) - {''})) or '—'}",
+              f"- table written by: `{COMMAND}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _rebuild_imagenette(records: Path, out: Path) -> list[Path]:
+    """The recipe search, and once it has chosen, the Imagenette tables of the chosen recipe's records."""
+    search = search_frame(records)
+    if search["val_acc"].isna().all():
+        return []
+    write_text_atomic(results_dir(out) / f"{SEARCH_STEM}.csv", search.to_csv(index=False))
+    write_text_atomic(out / f"{SEARCH_STEM}.md", _search_markdown(search))
+    written = [out / f"{SEARCH_STEM}.csv"]
+    winner = _winner(search)
+    if winner is None:
+        return written
+    recipe = load_recipe(winner)
+    runs = recorded_runs(records, recipe)
+    for table in IMAGENETTE_TABLES:
+        check_consistent(table, runs)
+    if not runs.empty:
+        for table in IMAGENETTE_TABLES:
+            write_table(table, runs, recipe, out, command=COMMAND, stem=table.name)
+            written.append(out / f"{table.name}.csv")
+    return written
+
+
 def rebuild(records: Path, out: Path) -> list[Path]:
     """Write every table the records allow into ``out`` (created only once every record has been checked); the
     CSV files written."""
@@ -176,7 +277,7 @@ def rebuild(records: Path, out: Path) -> list[Path]:
         write_text_atomic(out / f"{SCHEDULE_STEM}.md", _schedule_markdown(df, recipes))
         save_figure_atomic(plot_schedule(df, frames[SCHEDULE[-1]]), out / "figures" / f"{SCHEDULE_STEM}.png")
         written.append(out / f"{SCHEDULE_STEM}.csv")
-    return written
+    return written + _rebuild_imagenette(records, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ skips a finished run.
 
     python -m experiments.train --model ghost_vgg16_cifar --ratio 2 --dw-size 3 --recipe paper --out runs/x
     python -m experiments.train --dataset imagenet --data ../shared/data/imagenette2-224 \\
-        --model ghostnet_100 --recipe imagenette-budget --out runs/y
+        --model ghostnet_100 --recipe imagenette-64px --out runs/y
     torchrun --nproc_per_node=8 -m experiments.train --dataset imagenet --data /data/imagenet \\
         --model resnet50 --recipe imagenet-resnet50 --out runs/z
 

@@ -26,6 +26,7 @@ _NAMES = {
     "ghostnet_100": "GhostNet 1.0x",
     "ghostnet_130": "GhostNet 1.3x",
     "mobilenet_v3_large": "MobileNetV3-Large",
+    "mobilenet_v3_large_075": "MobileNetV3-Large 0.75x",
 }
 _GHOST = "ghost_"
 _NOTES = {
@@ -37,7 +38,7 @@ PAPER_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--"}
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def display_name(model: str, ratio: float | None = None, dw_size: float | None = None) -> str:
@@ -170,6 +171,49 @@ def plot_compression(df: pd.DataFrame) -> Figure:
     ax.set_title(_title(df, f"{_dataset(df)}: accuracy vs FLOPs"), fontsize=10)
     _legend(fig, ax)
     ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def _accuracy_vs_flops(ax: Axes, df: pd.DataFrame, flops_m: pd.Series, acc: pd.Series, err: pd.Series | None,
+                       style: dict[str, str]) -> None:
+    """One panel of :func:`plot_imagenet`: a labelled point per row (error bars where given), each Ghost model
+    joined to its host."""
+    ax.errorbar(flops_m, acc, yerr=err, color=style["color"], marker=style["marker"], linestyle="none", capsize=3,
+                zorder=3)
+    for (_, row), xi, yi in zip(df.iterrows(), flops_m, acc, strict=True):
+        ax.annotate(display_name(row["model"], row["ratio"], row["dw_size"]), (xi, yi), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    for ghost in sorted(m for m in set(df["model"]) if m.startswith(_GHOST)):
+        host = df["model"] == ghost[len(_GHOST):]
+        for ratio in sorted(set(df.loc[df["model"] == ghost, "ratio"])):
+            pair = host | ((df["model"] == ghost) & (df["ratio"] == ratio))
+            if pair.sum() >= 2:
+                ax.plot(flops_m[pair], acc[pair], color=style["color"], alpha=0.4, linestyle=style.get("linestyle"))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.margins(x=0.2, y=0.1)
+    ax.grid(alpha=0.3, which="both")
+
+
+def plot_imagenet(df: pd.DataFrame) -> Figure:
+    """An ImageNet-format table in two panels that never share an axis: left, the measured top-1 (mean ± std
+    over seeds) against the FLOPs of the trained models at their resolution (``trained_macs``); right, the
+    paper's ImageNet-1k top-1 against its FLOPs at 224x224 (rows the paper reports)."""
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    measured, paper = fig.subplots(1, 2)
+    rows = df[df["n_seeds"] > 0]
+    _accuracy_vs_flops(measured, rows, rows["trained_macs"] / 1e6, rows["acc_mean"], rows["acc_std"].fillna(0),
+                       MEASURED_STYLE)
+    sizes = ", ".join(sorted(set(rows["input_size"].astype(str))))
+    measured.set_xlabel(f"FLOPs of the trained model at {sizes or '—'} (M MACs, log scale)")
+    measured.set_ylabel(f"{_dataset(df)} top-1 (%), mean ± std over seeds")
+    measured.set_title(_title(df, f"measured on {_dataset(df)}"), fontsize=9)
+    quoted = df[df["paper_acc"].notna()]
+    _accuracy_vs_flops(paper, quoted, quoted["paper_flops_m"], quoted["paper_acc"], None, PAPER_STYLE)
+    paper.set_xlabel("FLOPs at 224x224, as the paper reports them (M MACs, log scale)")
+    paper.set_ylabel("ImageNet-1k top-1 (%), paper")
+    paper.set_title("the paper's ImageNet-1k numbers (another dataset and schedule)", fontsize=9)
     return fig
 
 

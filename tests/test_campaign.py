@@ -14,9 +14,16 @@ from test_data import write_fake_cifar10
 from test_train import TINY_RECIPE
 
 import experiments.campaign as campaign
-from experiments._tables import CIFAR_COMPRESSION, d_sweep, paired_difference, table_frame
+from experiments._tables import (
+    CIFAR_COMPRESSION,
+    IMAGENETTE_RESNET50,
+    IMAGENETTE_SMALL_NETS,
+    d_sweep,
+    paired_difference,
+    table_frame,
+)
+from experiments.rebuild_tables import SEARCH_CANDIDATES, rebuild, search_frame, search_winner
 from experiments.rebuild_tables import main as rebuild_main
-from experiments.rebuild_tables import rebuild
 from ghost.train import Dataset, TrainConfig, load_recipe, run_dir, run_identity, runs_frame
 from ghost.train.recipes import Recipe
 
@@ -24,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_record(records: Path, recipe: Recipe, model: str, ratio: int | None, dw_size: int | None, seed: int,
-                 acc: float, hardware: str = "Intel Xeon (2 cores)", data: str = "fingerprint-a") -> Path:
+                 acc: float, hardware: str = "Intel Xeon (2 cores)", data: str = "fingerprint-a",
+                 validation: bool = False, running_bn: float | None = None) -> Path:
     """A committed run record as the engine writes it (the fields the tables read)."""
-    config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size)
+    config = TrainConfig(model, recipe, seed=seed, ratio=ratio, dw_size=dw_size, validation=validation)
     folder = run_dir(config, records)
     folder.mkdir(parents=True)
     identity = run_identity(config, data, recipe.batch_size)
@@ -37,6 +45,7 @@ def write_record(records: Path, recipe: Recipe, model: str, ratio: int | None, d
                    "compile": False},
         "data": {"label": "cifar10-jpeg (class folders, JPG)", "root": "/data/cifar10-jpeg"},
         "hardware": hardware, "commit": "abc123", "torch": "2.13.0", "wall_time_s": 60.0, "identity": identity,
+        **({"test_acc_running_bn": running_bn} if running_bn is not None else {}),
     }
     (folder / "final.json").write_text(json.dumps(final), encoding="utf-8")
     epochs = recipe.epochs or 1
@@ -134,11 +143,81 @@ def test_committed_tables_equal_their_rebuild_from_the_committed_records(tmp_pat
                 f"{committed} differs from its rebuild: run python -m experiments.rebuild_tables")
 
 
+def _search_records(records: Path, scores: dict[str, float]) -> None:
+    for name, acc in scores.items():
+        write_record(records, load_recipe(name), "resnet50", None, None, 0, acc, validation=True, running_bn=acc - 9)
+
+
+def test_the_recipe_search_chooses_on_validation_records_only_once_every_candidate_is_scored(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    first, second, third = SEARCH_CANDIDATES
+    _search_records(records, {first: 70.0, second: 74.0})
+    write_record(records, load_recipe(third), "resnet50", None, None, 0, 99.0)  # a test-split run never chooses
+    assert search_winner(records) is None
+    rebuild(records, tmp_path / "out")
+    assert "No choice yet" in (tmp_path / "out" / "imagenette_recipe_search.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "out" / "imagenette_resnet50.csv").exists()
+    _search_records(records, {third: 73.9})
+    assert search_winner(records) == second
+    frame = search_frame(records).set_index("recipe")
+    assert frame.loc[second, "chosen"] and frame["chosen"].sum() == 1 and frame.loc[first, "val_acc_running_bn"] == 61
+
+
+def test_the_imagenette_campaign_plans_the_tables_with_the_search_winner(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    search = campaign.CAMPAIGNS["imagenette"](records)
+    assert [stage.recipe for stage in search] == list(SEARCH_CANDIDATES)
+    assert all(stage.validation and stage.configs == (("resnet50", None, None),) for stage in search)
+    _search_records(records, dict(zip(SEARCH_CANDIDATES, (75.0, 71.0, 72.0), strict=True)))
+    stages = campaign.CAMPAIGNS["imagenette"](records)[len(SEARCH_CANDIDATES):]
+    assert {stage.recipe for stage in stages} == {SEARCH_CANDIDATES[0]} and not any(s.validation for s in stages)
+    runs = [(key, seed) for stage in stages for seed in stage.seeds for key in stage.configs]
+    rows = {*IMAGENETTE_RESNET50.configs, *IMAGENETTE_SMALL_NETS.configs}
+    assert {key for key, _ in runs} == rows and len(runs) == len(rows) + 2 * 4
+    assert {key for key, seed in runs if seed == 2} == set(campaign.IMAGENETTE_HEADLINE)
+    assert [key for key, _ in runs[:4]] == list(campaign.IMAGENETTE_HEADLINE)
+
+
+def test_the_imagenette_tables_are_rebuilt_from_the_chosen_recipe(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    _search_records(records, dict(zip(SEARCH_CANDIDATES, (70.0, 71.0, 72.0), strict=True)))
+    chosen = load_recipe(SEARCH_CANDIDATES[2])
+    for seed, (host, ghost) in enumerate(((80.0, 78.0), (81.0, 78.5), (82.0, 79.0))):
+        write_record(records, chosen, "resnet50", None, None, seed, host, running_bn=host - 1)
+        write_record(records, chosen, "ghost_resnet50", 2, 3, seed, ghost)
+    write_record(records, chosen, "mobilenet_v3_large", None, None, 0, 60.0, running_bn=30.0)
+    write_record(records, chosen, "ghostnet_100", None, None, 0, 62.5)
+    write_record(records, load_recipe(SEARCH_CANDIDATES[0]), "resnet50", None, None, 0, 99.0)  # not the chosen one
+    rebuild(records, tmp_path / "out")
+    resnet = pd.read_csv(tmp_path / "out" / "imagenette_resnet50.csv").set_index("name")
+    assert resnet.loc["ResNet-50", "acc_mean"] == 81.0 and resnet.loc["ResNet-50", "acc_running_bn_mean"] == 80.0
+    assert resnet.loc["Ghost-ResNet-50 (s=2, d=3)", "diff_mean"] == -2.5
+    assert resnet.loc["ResNet-50", "paper_acc"] == 75.3 and resnet.loc["ResNet-50", "macs"] > 4e9  # 224 px
+    small = (tmp_path / "out" / "imagenette_small_nets.md").read_text(encoding="utf-8")
+    assert "Δ vs GhostNet 1.0x (95 % CI)" in small and "Δ vs host" not in small and chosen.name in small
+    mobilenet = next(line for line in small.splitlines() if line.startswith("| MobileNetV3-Large |"))
+    assert "| 60.00 (n=1) | -2.50 (n=1) |" in mobilenet and "| 30.00 |" in mobilenet
+    assert "Not trained yet: GhostNet 0.5x" in small
+    assert (tmp_path / "out" / "figures" / "imagenette_small_nets.png").stat().st_size > 0
+
+
+def test_free_slots_go_to_the_campaign_with_the_fewest_runs_in_progress() -> None:
+    def run(name: str, label: str) -> campaign.Planned:
+        return campaign.Planned(name, None, Path(label), Path(label), {})
+
+    todo = [run("cifar10", "c1"), run("cifar10", "c2"), run("imagenette", "i1")]
+    running: dict = {}
+    first = campaign._next(todo, running, ["cifar10", "imagenette"])
+    running["a"] = first
+    second = campaign._next(todo, running, ["cifar10", "imagenette"])
+    assert (first.run.name, second.run.name) == ("c1", "i1") and [r.run.name for r in todo] == ["c2"]
+
+
 # ---------------------------------------------------------------- the campaign
 
 
-def test_the_cifar10_campaign_follows_the_issue_order() -> None:
-    stages = campaign.CAMPAIGNS["cifar10"]
+def test_the_cifar10_campaign_follows_the_issue_order(tmp_path: Path) -> None:
+    stages = campaign.CAMPAIGNS["cifar10"](tmp_path)
     seed0 = stages[0].configs
     assert stages[0].seeds == (0,) and len(seed0) == 10 and len(set(seed0)) == 10
     assert {key[2] for key in seed0[:2]} == {5, 7} and {key[1] for key in seed0[2:4]} == {4, 5}
@@ -156,7 +235,7 @@ def micro_campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     recipe = tmp_path / "micro.json"
     recipe.write_text(json.dumps({**TINY_RECIPE, "name": "micro", "epochs": 1, "batch_size": 8}), encoding="utf-8")
     stage = campaign.Stage(str(recipe), (("resnet56_cifar", None, None), ("ghost_resnet56_cifar", 2, 3)), (0, 1))
-    monkeypatch.setitem(campaign.CAMPAIGNS, "micro", (stage,))
+    monkeypatch.setitem(campaign.CAMPAIGNS, "micro", lambda records: (stage,))
     repo = tmp_path / "repo"
     repo.mkdir()
     for command in (["git", "init", "-q"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
@@ -189,7 +268,7 @@ def test_the_campaign_records_commits_skips_and_refuses(micro_campaign: dict[str
     capsys.readouterr()
     assert campaign.main(_args(paths, "--seeds", "0,1", "--dry-run")) == 0  # overlapping seeds: only seed 1 left
     out = capsys.readouterr().out
-    assert "4 runs, 2 finished, 2 to train" in out and "micro resnet56_cifar seed1: to train" in out
+    assert "4 runs planned, 2 finished, 2 to train" in out and "micro resnet56_cifar seed1: to train" in out
     record = paths["records"] / "micro" / "resnet56_cifar" / "seed0" / "final.json"
     final = json.loads(record.read_text(encoding="utf-8"))
     final["identity"]["data"] = "another copy"

@@ -18,6 +18,7 @@ from ._registry import (
 from .cifar import CifarResNet, CifarVGG, resnet56_cifar, vgg16_cifar
 from .ghostnet_arch import GhostNet, GhostNetFeatures, ghostnet
 from .ghostnetv2 import GhostModuleV2, GhostNetV2, ghostnetv2
+from .mobilenet import mobilenet_v3_large_075
 
 __all__ = [
     "GHOST_PREFIX",
@@ -35,6 +36,7 @@ __all__ = [
     "ghostnet",
     "ghostnetv2",
     "list_models",
+    "mobilenet_v3_large_075",
     "model_source",
     "register_model",
     "resnet56_cifar",

@@ -99,6 +99,7 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
                 "validation": bool(config.get("validation", False)),
                 "test_acc": final["test_acc"],
                 "test_top5": final.get("test_top5", float("nan")),
+                "test_acc_running_bn": final.get("test_acc_running_bn", float("nan")),
                 "params": final["params"],
                 "macs": final["macs"],
                 "recipe": config["recipe"],
