@@ -34,7 +34,7 @@ from ghost.train import (
 )
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
-CONFIGS = (  # (recipe, model, ratio, dw_size): the paper's Table 7 and Table 8 models under their recipes
+CONFIGS = (  # (recipe, model, ratio, dw_size): the paper's ResNet-50 and small-network models under their recipes
     ("imagenet-resnet50", "resnet50", None, None),
     ("imagenet-resnet50", "ghost_resnet50", 2, 3),
     ("imagenet-resnet50", "ghost_resnet50", 4, 3),

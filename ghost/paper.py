@@ -6,8 +6,9 @@ plain (non-Ghost) baselines use ``ratio=None, dw_size=None``. The paper's "FLOPs
 multiply-accumulates (MACs), the convention of :func:`ghost.complexity.count_macs`.
 
 Sources: Table 2 (kernel size ``d`` of the cheap operation, Ghost-VGG-16 with ``s=2``), Table 3 (ratio
-``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper; for ImageNet, Table 7 (ResNet-50 and
-Ghost-ResNet-50) and Table 8 (GhostNet widths against MobileNetV3-Large); for COCO detection, Table 9
+``s`` with ``d=3``) and Table 4 (comparison on CIFAR-10) of the paper; for ImageNet, the comparison of ResNet-50
+with Ghost-ResNet-50 and the comparison of small networks (GhostNet widths against MobileNetV3-Large 1.0x and
+0.75x; the paper's versions number these tables differently); for COCO detection, Table 9
 (:data:`COCO_DETECTION`: GhostNet 1.1x as the backbone of RetinaNet and Faster R-CNN).
 :data:`GHOSTNETV2_COMPLEXITY` holds the numbers of the GhostNetV2 paper (Tang et al., NeurIPS 2022).
 """

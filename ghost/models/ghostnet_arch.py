@@ -178,17 +178,17 @@ def ghostnet(width: float = 1.0, num_classes: int = 1000, dropout: float = 0.2) 
 
 @register_model()
 def ghostnet_050(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
-    """GhostNet 0.5x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=0.5``."""
+    """GhostNet 0.5x of the paper's comparison of small networks (timm's name): :func:`ghostnet` with ``width=0.5``."""
     return ghostnet(0.5, num_classes=num_classes, dropout=dropout)
 
 
 @register_model()
 def ghostnet_100(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
-    """GhostNet 1.0x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=1.0``."""
+    """GhostNet 1.0x of the paper's comparison of small networks (timm's name): :func:`ghostnet` with ``width=1.0``."""
     return ghostnet(1.0, num_classes=num_classes, dropout=dropout)
 
 
 @register_model()
 def ghostnet_130(num_classes: int = 1000, dropout: float = 0.2) -> GhostNet:
-    """GhostNet 1.3x of the paper's Table 8 (timm's name): :func:`ghostnet` with ``width=1.3``."""
+    """GhostNet 1.3x of the paper's comparison of small networks (timm's name): :func:`ghostnet` with ``width=1.3``."""
     return ghostnet(1.3, num_classes=num_classes, dropout=dropout)
