@@ -48,9 +48,9 @@ from experiments._tables import (
     write_table,
 )
 from ghost.io import save_figure_atomic, write_text_atomic
-from ghost.plotting import display_name
-from ghost.train import Dataset, Recipe, Scale, find_runs, load_recipe, runs_frame
-from ghost.train.store import METRICS, differences
+from ghost.plotting import configuration_curves
+from ghost.train import Dataset, Recipe, Scale, find_runs, learning_curves, load_recipe, runs_frame
+from ghost.train.store import differences
 
 COMMAND = "python -m experiments.rebuild_tables"
 CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10, "vgg16_cifar"), CIFAR_COMPRESSION)
@@ -100,17 +100,6 @@ def schedule_frame(frames: dict[str, pd.DataFrame], recipes: dict[str, Recipe]) 
     return pd.concat(blocks, ignore_index=True)
 
 
-def _curves(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per configuration (its display name): the test accuracy after each epoch, mean over its seeds."""
-    curves = {}
-    for (model, ratio, dw_size), group in runs.groupby(["model", "ratio", "dw_size"], dropna=False, sort=False):
-        metrics = pd.concat([pd.read_csv(Path(run) / METRICS) for run in group["run_dir"]])
-        tested = metrics.dropna(subset=["test_acc"]).groupby("epoch")["test_acc"].mean()
-        ratio, dw_size = (None, None) if pd.isna(ratio) else (int(ratio), int(dw_size))
-        curves[display_name(model, ratio, dw_size)] = tested.reset_index()
-    return curves
-
-
 def plot_schedule(df: pd.DataFrame, long_runs: pd.DataFrame) -> Figure:
     """Left: the Ghost-minus-host gap (paired by seed, 95 % interval where n >= 2) against the schedule length,
     the paper's gap dashed. Right: test accuracy after every epoch of the long runs."""
@@ -133,8 +122,10 @@ def plot_schedule(df: pd.DataFrame, long_runs: pd.DataFrame) -> Figure:
     gap.set_title("Ghost-minus-host gap (paired by seed, 95 % CI)", fontsize=10)
     gap.legend(fontsize=7)
     gap.grid(alpha=0.3)
-    for name, points in _curves(long_runs).items():
-        curve.plot(points["epoch"], points["test_acc"], marker=".", label=name)
+    curves = learning_curves([Path(run) for run in long_runs["run_dir"]])
+    for name, rows in configuration_curves(curves):
+        tested = rows.dropna(subset=["test_acc"]).groupby("epoch")["test_acc"].mean()
+        curve.plot(tested.index, tested, marker=".", label=name)
     curve.set_xlabel("epoch")
     curve.set_ylabel("CIFAR-10 test top-1 (%)")
     curve.set_title("test accuracy per epoch, 30-epoch runs (mean over seeds)", fontsize=10)

@@ -4,6 +4,8 @@
     python -m experiments.redundancy --model resnet56_cifar --num-images 64
     python -m experiments.redundancy --model resnet50 --figure-layer layer1 --num-images 8  # ImageNet
     python -m experiments.redundancy --checkpoint runs/<run> --ghost-checkpoint runs/<run>
+    python -m experiments.redundancy --model resnet50 --ghost none --checkpoint runs/<run> --with-untrained \
+        --figure-layer layer1 --num-images 16   # Figure 1: a trained ResNet-50 beside an untrained one
 
 Writes <results-dir>/redundancy_<model>.csv (one row per model and layer, with provenance) and figures
 redundancy_*_<model>.png under <results-dir>/figures/, so runs on different models keep their own files.
@@ -70,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ghost-checkpoint", help="weights of the Ghost version (as --checkpoint)")
     p.add_argument("--runs", default="runs", help="where training runs are looked up (default runs/)")
     p.add_argument("--untrained", action="store_true", help="ignore trained runs: random initialisation")
+    p.add_argument("--with-untrained", action="store_true",
+                   help="also analyse --model with random weights (rows '<model> (untrained)', its own Figure-1 "
+                        "grid): how much of the redundancy is learned")
     p.add_argument(
         "--layers",
         nargs="+",
@@ -83,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.9, help="near-duplicate |cos| threshold (default 0.9)")
     p.add_argument("--top-k", type=int, default=8, help="most similar pairs per layer for the toy experiment")
     p.add_argument("--kernel-sizes", type=int, nargs="+", default=[1, 3, 5, 7], help="toy-experiment d values")
+    p.add_argument("--held-out", type=float, default=0.5,
+                   help="share of the images that score the held-out toy experiment (default 0.5: fitted on the "
+                        "first half, scored on the second)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation of untrained models")
     p.add_argument("--results-dir", default="results",
                    help="where redundancy_<model>.csv and figures/ go (created if missing)")
@@ -157,6 +165,11 @@ def _figures(
             baseline.model, args.model, baseline.weights, figure_layer, inputs.images
         )
     }
+    twin = models.get(untrained_name(args.model))
+    if twin is not None:
+        figures[f"redundancy_pairs_{args.model}_untrained.png"] = pair_grid(
+            twin.model, args.model, twin.weights, figure_layer, inputs.images
+        )
     ghost = models[ghost_name] if ghost_name is not None else None
     points = comparison_points(ghost.model) if ghost is not None else {}  # e.g. features.3 -> features.5
     if points:
@@ -171,11 +184,18 @@ def _figures(
     return figures
 
 
+def untrained_name(model: str) -> str:
+    """The ``model`` column of the rows that ``--with-untrained`` adds."""
+    return f"{model} (untrained)"
+
+
 def run(args: argparse.Namespace) -> None:
     ghost_name = args.ghost if args.ghost is not None else GHOST_PREFIX + args.model
     if ghost_name == "none" or (args.ghost is None and args.model.startswith(GHOST_PREFIX)):
         ghost_name = None
     models = {args.model: weights_of(args.model, args.checkpoint, args)}
+    if args.with_untrained:
+        models[untrained_name(args.model)] = load_model(args.model, None, seed=args.seed)
     if ghost_name is not None:
         models[ghost_name] = weights_of(ghost_name, args.ghost_checkpoint, args)
     inputs = load_inputs(args.model, args.num_images, cifar10=args.data, imagenet=args.images)
@@ -184,14 +204,15 @@ def run(args: argparse.Namespace) -> None:
     layers = args.layers or (matching_layers(baseline, ghost) if ghost is not None else conv_layers(baseline))
     for name, loaded in models.items():
         print(f"{name}: {loaded.weights}")
-    if not all(loaded.trained for loaded in models.values()):
+    if not all(loaded.trained for name, loaded in models.items() if name != untrained_name(args.model)):
         print(
             "NOTE: untrained networks show only the redundancy of random initialisation; learned "
             "redundancy needs trained weights (python -m experiments.train, or pass --checkpoint)"
         )
     print(f"images: {inputs.description}; data: {inputs.data}")
 
-    analysis = {"threshold": args.threshold, "top_k": args.top_k, "kernel_sizes": args.kernel_sizes}
+    analysis = {"threshold": args.threshold, "top_k": args.top_k, "kernel_sizes": args.kernel_sizes,
+                "held_out": args.held_out}
     frames = [
         reports_frame(
             analyze_model(loaded.model, inputs.images, layers, **analysis), model=name, weights=loaded.weights
@@ -206,8 +227,13 @@ def run(args: argparse.Namespace) -> None:
     for filename, fig in figures.items():
         save_figure_atomic(fig, csv.parent / "figures" / filename, dpi=130)
     print(f"wrote {csv} ({len(table)} rows), figures: {', '.join(figures)}")
-    columns = ["near_duplicate_share", "mean_nn_similarity", "effective_rank"]
+    columns = ["near_duplicate_share", "mean_nn_similarity", "effective_rank_share"]
     print("mean over layers:\n" + table.groupby("model", sort=False)[columns].mean().round(3).to_string())
+    swept = table[table["in_d_sweep"]]
+    sweep = [f"{kind}_nmse_d{d}" for kind in ("insample", "heldout") for d in args.kernel_sizes]
+    print(f"toy experiment, MSE / variance, mean over the {swept['layer'].nunique()} layers large enough for it "
+          "(in sample: a filter per image; held out: one filter per pair, other images):\n"
+          + swept.groupby("model", sort=False)[sweep].mean().round(4).to_string())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,6 +217,43 @@ def plot_imagenet(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def configuration_curves(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of a :func:`ghost.train.learning_curves` frame per configuration: ``(display name, rows)``, in
+    the order the configurations first appear."""
+    keys = ["model", "ratio", "dw_size"]
+    groups = []
+    for (model, ratio, dw_size), rows in curves.groupby(keys, dropna=False, sort=False):
+        groups.append((display_name(model, ratio, dw_size), rows))
+    return groups
+
+
+def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Training curves of finished runs (the frame of :func:`ghost.train.learning_curves`), one colour per
+    configuration, mean over its seeds: left, the training loss after every epoch; right, the test accuracy at
+    each test point, with the spread (min to max) over seeds as error bars."""
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    loss, accuracy = fig.subplots(1, 2)
+    for index, (name, rows) in enumerate(configuration_curves(curves)):
+        colour = f"C{index % 10}"
+        seeds = rows["seed"].nunique()
+        per_epoch = rows.groupby("epoch")
+        loss.plot(per_epoch["train_loss"].mean(), color=colour, marker=".", label=f"{name} (n={seeds})")
+        tested = rows.dropna(subset=["test_acc"]).groupby("epoch")["test_acc"]
+        mean = tested.mean()
+        accuracy.errorbar(mean.index, mean, yerr=[mean - tested.min(), tested.max() - mean], color=colour,
+                          marker="o", capsize=3, label=f"{name} (n={seeds})")
+    loss.set_xlabel("epoch")
+    loss.set_ylabel("training loss (mean over seeds)")
+    accuracy.set_xlabel("epoch")
+    accuracy.set_ylabel("test top-1 (%), mean over seeds, min-max bars")
+    for ax in (loss, accuracy):
+        ax.grid(alpha=0.3)
+    accuracy.legend(fontsize=7)
+    recipes = ", ".join(sorted(set(curves["recipe"].astype(str))))
+    fig.suptitle(title or f"Learning curves (recipe {recipes})", fontsize=10)
+    return fig
+
+
 TRANSFER_METHODS = {
     "host": ("trained host (teacher)", "tab:gray"),
     "transfer": ("(a) weight transfer, no training", "tab:green"),

@@ -1,6 +1,7 @@
 """Both notebooks run top to bottom (nbclient, the venv's kernel), so they never rot.
 
-The notebooks are kept in git with their outputs cleared; these tests execute them in memory.
+The notebooks are kept in git executed (a reader sees their figures without running them); these tests also
+execute them in memory, on small data, and never write them back.
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
     return "\n".join(text), images
 
 
-@pytest.mark.parametrize("name", ["feature_redundancy", "results"])
-def test_notebook_is_stored_without_outputs(name):
+@pytest.mark.parametrize(("name", "figures"), [("feature_redundancy", 6), ("results", 6)])
+def test_notebook_is_stored_executed_with_its_figures(name, figures):
+    """A reader sees the figures without running anything: every code cell ran, in order, without an error."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert not any(out.output_type == "error" for cell in code for out in cell.outputs)
+    assert outputs(notebook)[1] >= figures
 
 
 @pytest.mark.parametrize("name", ["feature_redundancy", "results"])
@@ -96,14 +100,17 @@ def test_feature_redundancy_notebook(cifar10_root, imagenet_samples_root, monkey
     monkeypatch.setenv("GHOST_CIFAR10", str(cifar10_root))
     monkeypatch.setenv("GHOST_IMAGENET_SAMPLES", str(imagenet_samples_root))
     monkeypatch.delenv("GHOST_RESNET50_WEIGHTS", raising=False)
+    monkeypatch.delenv("GHOST_RUNS_DIR", raising=False)
     text, images = outputs(execute("feature_redundancy"))
     weights = [line for line in text.splitlines() if line.startswith(("VGG-16:", "Ghost-VGG-16:"))]
     assert len(weights) == 2 and all(("untrained" in w) != ("trained:" in w) for w in weights)
     if any("untrained" in line for line in weights):  # a clean clone has no runs: the fallback says so
         assert "UNTRAINED" in text and "learned redundancy needs" in text
-    assert "ResNet-50: untrained" in text
-    assert "MSE / variance" in text
-    assert images == 5  # Figure-1 grids of VGG-16 and ResNet-50, layer curves, MSE vs d, intrinsic vs ghost
+    assert "ResNet-50: untrained" in text and "beside it: untrained" in text
+    assert "MSE / variance" in text and "held out" in text
+    # Figure-1 grids of VGG-16 and of ResNet-50 twice (given weights, random), layer curves, MSE vs d, intrinsic
+    # vs ghost maps
+    assert images == 6
 
 
 def test_results_notebook(monkeypatch):
@@ -114,6 +121,7 @@ def test_results_notebook(monkeypatch):
     results = NOTEBOOKS.parent / "results"
     imagenette = [name for name in ("imagenette_resnet50.csv", "imagenette_small_nets.csv")
                   if (results / name).is_file()]
-    # d sweep, s sweep, compression, redundancy curves, MSE vs d, and each Imagenette table the campaign has written
-    assert images == 5 + len(imagenette)
+    # d sweep, s sweep, compression, learning curves, redundancy curves, MSE vs d, and each Imagenette table the
+    # campaign has written
+    assert images == 6 + len(imagenette)
     assert text.count("not trained yet: python -m experiments.campaign imagenette") == 2 - len(imagenette)

@@ -30,6 +30,8 @@ from ghost.redundancy import (
     effective_rank,
     fit_cheap_op,
     ghost_layers,
+    held_out_fit_errors,
+    in_d_sweep,
     load_model,
     matching_layers,
     near_duplicate_share,
@@ -205,10 +207,46 @@ def test_pair_fit_errors_decrease_with_d_and_skip_underdetermined():
     assert errors[1][0] >= errors[3][0] >= errors[5][0]  # nested models
     exact = pair_fit_errors(x, [(6, 7)], (1, 3))
     assert exact[3][0] < 1e-20 and exact[1][1] > 0.1
-    tiny = pair_fit_errors(planted(size=2), [(0, 2)], (1, 3))
-    assert tiny[1][0] < 1e-20 and math.isnan(tiny[3][0])  # 10 parameters for 4 pixels: not reported
+    tiny = pair_fit_errors(planted(size=5), [(0, 2)], (1, 3))
+    assert math.isnan(tiny[1][0]) and math.isnan(tiny[3][0])  # 5x5 maps are too small for d up to 3
     with pytest.raises(ValueError, match="channel indices"):
         pair_fit_errors(x, [(0, 8)])
+
+
+def test_one_rule_admits_maps_at_least_twice_the_largest_filter():
+    assert in_d_sweep(14, 14, (1, 3, 5, 7)) and in_d_sweep(6, 9, (1, 3))
+    assert not in_d_sweep(13, 32, (1, 3, 5, 7)) and not in_d_sweep(5, 5, (3,))
+
+
+def _known_filter_plus_noise(images: int, size: int = 16, noise: float = 0.5) -> torch.Tensor:
+    """[images, 2, size, size]: channel 1 is a fixed random 3x3 filter of channel 0 plus Gaussian noise."""
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(images, 1, size, size, generator=g, dtype=torch.float64)
+    weight = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
+    target = F.conv2d(source, weight, padding=1) + noise * torch.randn(source.shape, generator=g, dtype=torch.float64)
+    return torch.cat([source, target], dim=1)
+
+
+def test_held_out_error_is_lowest_at_the_true_filter_size_while_in_sample_keeps_falling():
+    fmap = _known_filter_plus_noise(images=8)
+    in_sample = pair_fit_errors(fmap, [(0, 1)])
+    held_out = held_out_fit_errors(fmap, [(0, 1)])
+    assert in_sample[1][1] > in_sample[3][1] > in_sample[5][1] > in_sample[7][1]  # nested: falls by construction
+    assert min(held_out, key=lambda d: held_out[d][1]) == 3
+    assert held_out[1][1] > 10 * held_out[3][1] and held_out[7][1] > held_out[5][1] > held_out[3][1]
+
+
+def test_held_out_fit_shares_one_filter_over_images_and_scores_the_others():
+    fmap = _known_filter_plus_noise(images=4, noise=0.0)
+    assert held_out_fit_errors(fmap, [(0, 1)], (1, 3))[3][0] < 1e-20  # the same exact filter in every image
+    shuffled = fmap.clone()
+    shuffled[2:, 1] = shuffled[2:, 1].flip(-1)  # the scored images follow another relation
+    assert held_out_fit_errors(shuffled, [(0, 1)], (3,))[3][1] > 0.5
+    assert pair_fit_errors(shuffled, [(0, 1)], (3,))[3][0] < held_out_fit_errors(shuffled, [(0, 1)], (3,))[3][0]
+    with pytest.raises(ValueError, match="images on both sides"):
+        held_out_fit_errors(fmap[:1], [(0, 1)], (3,))
+    with pytest.raises(ValueError, match=r"held_out is the share of images scored, in \(0, 1\)"):
+        held_out_fit_errors(fmap, [(0, 1)], (3,), held_out=1.0)
 
 
 # --- capture and analysis --------------------------------------------------------------------------
@@ -273,9 +311,11 @@ def test_analyze_layer_on_planted_maps_and_frame():
     # pairs 0->2 (c2 = -3 c0: exact with a 1x1 filter) and 3->5 (residual 0.5 c1: nmse 0.25 / 4.25)
     assert report.fit_errors[1][1] == pytest.approx((0 + 0.25 / 4.25) / 2, abs=0.01)
     assert analyze_layer(planted(size=16), top_k=1, kernel_sizes=(1,)).fit_errors[1][0] < 1e-20
+    assert report.held_out_errors[1][0] == pytest.approx((0 + 0.25) / 2, abs=0.05)  # 0.5 c1 is not in c3
+    assert report.effective_rank_share == pytest.approx(report.effective_rank / 8) and report.in_d_sweep
     row = report.as_row()
     assert row["top_pairs"].startswith("0-2:1.0000;3-5:0.9")
-    assert {"mse_d1", "mse_d3", "nmse_d1", "nmse_d3"} <= set(row)
+    assert {"insample_mse_d1", "insample_nmse_d3", "heldout_mse_d1", "heldout_nmse_d3", "in_d_sweep"} <= set(row)
     frame = reports_frame([report, report], model="m")
     assert list(frame.columns[:2]) == ["model", "layer"] and len(frame) == 2
 
@@ -304,14 +344,15 @@ def test_figures_are_built_and_validate_input():
     with pytest.raises(ValueError, match="do not match"):
         plot_intrinsic_ghost(maps[:3], maps[:8])
     frame = pd.concat(
-        [reports_frame(analyze_model(small_net(), torch.randn(2, 3, 8, 8), top_k=2), model=m) for m in "ab"]
+        [reports_frame(analyze_model(small_net(), torch.randn(2, 3, 16, 16), top_k=2), model=m) for m in "ab"]
     )
     assert len(plot_layer_curves(frame).axes) == 3
     assert len(plot_mse_vs_d(frame).axes) == 2
-    with pytest.raises(ValueError, match="missing: effective_rank"):
-        plot_layer_curves(frame.drop(columns="effective_rank"))
-    with pytest.raises(ValueError, match="at least 1000 pixels"):
-        plot_mse_vs_d(frame, min_pixels=1000)
+    with pytest.raises(ValueError, match="missing: effective_rank_share"):
+        plot_layer_curves(frame.drop(columns="effective_rank_share"))
+    small = reports_frame(analyze_model(small_net(), torch.randn(2, 3, 8, 8), top_k=2), model="a")
+    with pytest.raises(ValueError, match="no layer has maps large enough for d up to 7"):
+        plot_mse_vs_d(small)
 
 
 # --- weights ---------------------------------------------------------------------------------------
@@ -421,12 +462,28 @@ def test_cli_writes_csv_and_figures(cifar10_root, tmp_path, capsys):
     assert table["weights"].str.startswith("untrained").all()
     assert table["data"].str.contains("LOSSY").all() and table["commit"].notna().all()
     for column in ["channels", "mean_similarity", "max_similarity", "near_duplicate_share", "effective_rank",
-                   "mse_d1", "nmse_d3", "images", "command", "hardware"]:
+                   "insample_mse_d1", "heldout_nmse_d3", "in_d_sweep", "effective_rank_share", "images", "command",
+                   "hardware"]:
         assert column in table
     assert table["near_duplicate_share"].between(0, 1).all()
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == ["redundancy_ghost_maps_ghost_vgg16_cifar.png", "redundancy_layers_vgg16_cifar.png",
                        "redundancy_mse_vs_d_vgg16_cifar.png", "redundancy_pairs_vgg16_cifar.png"]
+
+
+def test_cli_puts_an_untrained_twin_beside_the_model(cifar10_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--data", str(cifar10_root), "--runs", str(tmp_path / "no-runs"), "--results-dir", str(out),
+            "--num-images", "4", "--top-k", "1", "--kernel-sizes", "1", "3", "--ghost", "none", "--with-untrained",
+            "--seed", "1", "--layers", "features.2", "features.5"]
+    assert cli.main(argv) == 0
+    table = pd.read_csv(out / "redundancy_vgg16_cifar.csv")
+    assert table["model"].tolist() == ["vgg16_cifar"] * 2 + ["vgg16_cifar (untrained)"] * 2
+    assert table["weights"].tolist() == ["untrained (random init, seed 1)"] * 4  # no run: both untrained
+    similarity = table["mean_similarity"].tolist()
+    assert similarity[:2] == similarity[2:]  # the same seed: the same network, the same maps
+    assert (out / "figures" / "redundancy_pairs_vgg16_cifar_untrained.png").is_file()
+    assert "heldout_nmse_d3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Feature-map redundancy analysis (the motivation of GhostNet, Han et al. CVPR 2020, Section 3.1).
 
 Capture feature maps of named layers, measure how similar the channels are, fit the cheap ``d x d``
-filter of the paper's toy experiment, compare a baseline with its Ghost version, and draw the figures.
+filter of the paper's toy experiment (in sample and held out), compare a baseline with its Ghost version, and
+draw the figures.
 :func:`load_model` and :func:`load_inputs` fetch trained weights (or say plainly that there are none)
 and preprocessed images.
 
@@ -22,7 +23,7 @@ from ghost.redundancy.capture import (
     ghost_layers,
     matching_layers,
 )
-from ghost.redundancy.cheap_op import CheapOpFit, fit_cheap_op, pair_fit_errors
+from ghost.redundancy.cheap_op import CheapOpFit, fit_cheap_op, held_out_fit_errors, in_d_sweep, pair_fit_errors
 from ghost.redundancy.metrics import (
     channel_similarity,
     effective_rank,
@@ -48,6 +49,8 @@ __all__ = [
     "effective_rank",
     "fit_cheap_op",
     "ghost_layers",
+    "held_out_fit_errors",
+    "in_d_sweep",
     "load_inputs",
     "load_model",
     "matching_layers",

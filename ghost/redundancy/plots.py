@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from ghost.redundancy.cheap_op import in_d_sweep
 from ghost.redundancy.sources import weights_kind
 
 __all__ = ["plot_feature_grid", "plot_intrinsic_ghost", "plot_layer_curves", "plot_mse_vs_d"]
@@ -190,22 +191,20 @@ def plot_layer_curves(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     Args:
         df: rows from :func:`ghost.redundancy.reports_frame` or ``results/redundancy_<model>.csv``; needs columns
             ``model, layer, channels, height, width, mean_nn_similarity, near_duplicate_share, threshold,
-            effective_rank``; a ``weights`` column marks each model trained or untrained in the legend.
+            effective_rank_share``; a ``weights`` column marks each model trained or untrained in the legend.
         title: figure title.
     """
     columns = ["model", "layer", "channels", "height", "width", "mean_nn_similarity", "near_duplicate_share"]
-    _check_frame(df, [*columns, "threshold", "effective_rank"])
+    _check_frame(df, [*columns, "threshold", "effective_rank_share"])
     panels = [
         ("mean_nn_similarity", "nearest-neighbour |cos|\n(mean over channels)"),
         ("near_duplicate_share", "share of channels with a\nnear duplicate (|cos| \u2265 {t})"),
-        ("rank_share", "effective rank\n/ min(channels, pixels)"),
+        ("effective_rank_share", "effective rank\n/ min(channels, pixels)"),
     ]
     fig = Figure(figsize=(11, 4.4 if title else 4.2))
     axes = fig.subplots(1, len(panels))
     longest: list[str] = []
     for model, rows in df.groupby("model", sort=False):
-        largest = np.minimum(rows["channels"], rows["height"] * rows["width"])
-        rows = rows.assign(rank_share=rows["effective_rank"] / largest)
         longest = list(rows["layer"]) if len(rows) > len(longest) else longest
         for ax, (column, _) in zip(axes, panels, strict=True):
             ax.plot(range(len(rows)), rows[column], marker="o", markersize=3, label=_label(model, rows))
@@ -225,41 +224,38 @@ def plot_layer_curves(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     return fig
 
 
-def plot_mse_vs_d(df: pd.DataFrame, *, min_pixels: int = 64, title: str | None = None) -> Figure:
-    """The toy experiment: error of the best ``d x d`` filter mapping a map to its most similar partner,
-    against ``d``. Left: MSE; right: MSE over the target's variance. Thin lines are single layers, thick
-    lines the mean over layers, one colour per ``model``.
+def plot_mse_vs_d(df: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """The toy experiment: error of the ``d x d`` filter mapping a map to its most similar partner (MSE over the
+    target's variance) against ``d``. Left: in sample (a filter per image, scored on its own pixels: it falls with
+    ``d`` by construction); right: held out (one filter per pair shared by the images, scored on images it was not
+    fitted to). Thin lines are single layers, thick lines the mean over layers, one colour per ``model``; only the
+    layers :func:`ghost.redundancy.in_d_sweep` admits (the rule the tables use).
 
     Args:
-        df: a redundancy table with ``model``, ``height``, ``width`` and ``mse_d{d}`` / ``nmse_d{d}`` columns.
-        min_pixels: leave out layers whose maps have fewer pixels (tiny maps are fitted almost exactly
-            by any filter; the paper's maps are 56x56).
+        df: a redundancy table with ``model``, ``height``, ``width`` and ``insample_nmse_d{d}`` /
+            ``heldout_nmse_d{d}`` columns (:func:`ghost.redundancy.reports_frame`).
         title: figure title (default: what is plotted).
     """
-    sizes = sorted(int(m.group(1)) for c in df.columns if (m := re.fullmatch(r"mse_d(\d+)", c)))
-    kinds = [f"{kind}_d{d}" for kind in ("mse", "nmse") for d in sizes or [1]]
+    sizes = sorted(int(m.group(1)) for c in df.columns if (m := re.fullmatch(r"insample_nmse_d(\d+)", c)))
+    kinds = [f"{kind}_nmse_d{d}" for kind in ("insample", "heldout") for d in sizes or [1]]
     _check_frame(df, ["model", "height", "width", *kinds])
-    df = df[df["height"] * df["width"] >= min_pixels]
+    df = df[[in_d_sweep(h, w, sizes) for h, w in zip(df["height"], df["width"], strict=True)]]
     if df.empty:
-        raise ValueError(f"no layer has maps of at least {min_pixels} pixels; lower min_pixels")
+        raise ValueError(f"no layer has maps large enough for d up to {max(sizes)} (both sides >= {2 * max(sizes)} "
+                         "px, ghost.redundancy.in_d_sweep); analyse earlier layers or larger inputs")
     fig = Figure(figsize=(9, 3.8))
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 2, sharey=True)
     for index, (model, rows) in enumerate(df.groupby("model", sort=False)):
         colour = f"C{index % 10}"
-        for ax, kind in zip(axes, ("mse", "nmse"), strict=True):
-            values = rows[[f"{kind}_d{d}" for d in sizes]].to_numpy(dtype=float)
+        for ax, kind in zip(axes, ("insample", "heldout"), strict=True):
+            values = rows[[f"{kind}_nmse_d{d}" for d in sizes]].to_numpy(dtype=float)
             for layer_values in values:
                 ax.plot(sizes, layer_values, color=colour, alpha=0.25, linewidth=0.8)
-            ax.plot(
-                sizes,
-                np.nanmean(values, axis=0),
-                color=colour,
-                marker="o",
-                linewidth=2.2,
-                label=f"{_label(model, rows)}, mean of {len(values)} layers",
-            )
-    axes[0].set_ylabel("MSE of the fit")
-    axes[1].set_ylabel("MSE / variance of the target")
+            ax.plot(sizes, np.nanmean(values, axis=0), color=colour, marker="o", linewidth=2.2,
+                    label=f"{_label(model, rows)}, mean of {len(values)} layers")
+    axes[0].set_title("in sample: a filter per image, scored on its own pixels", fontsize=9)
+    axes[1].set_title("held out: one filter per pair, scored on other images", fontsize=9)
+    axes[0].set_ylabel("MSE / variance of the target")
     for ax in axes:
         ax.set_yscale("log")
         ax.set_xticks(sizes)
@@ -267,7 +263,8 @@ def plot_mse_vs_d(df: pd.DataFrame, *, min_pixels: int = 64, title: str | None =
         ax.set_xlabel("cheap filter size d")
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=8)
-    default = f"Fitting a d\u00d7d filter from a map to its most similar partner (maps of \u2265 {min_pixels} px)"
+    default = (f"Fitting a d\u00d7d filter from a map to its most similar partner (maps of \u2265 {2 * max(sizes)} px "
+               "a side)")
     fig.suptitle(title or default, fontsize=11)
     fig.tight_layout()
     return fig

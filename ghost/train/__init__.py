@@ -19,7 +19,16 @@ from ghost.train.engine import (
     train_one_epoch,
 )
 from ghost.train.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
-from ghost.train.runs import DEFAULT_RUNS_DIR, export_record, find_runs, load_final, load_trained, run_dir, runs_frame
+from ghost.train.runs import (
+    DEFAULT_RUNS_DIR,
+    export_record,
+    find_runs,
+    learning_curves,
+    load_final,
+    load_trained,
+    run_dir,
+    runs_frame,
+)
 from ghost.train.sources import BatchPlan, TrainingData, load_data
 
 __all__ = [
@@ -46,6 +55,7 @@ __all__ = [
     "evaluate",
     "export_record",
     "find_runs",
+    "learning_curves",
     "list_recipes",
     "load_data",
     "load_final",

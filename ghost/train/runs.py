@@ -121,3 +121,18 @@ def runs_frame(runs: list[str | Path]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def learning_curves(runs: list[str | Path]) -> pd.DataFrame:
+    """The per-epoch metrics of finished runs (run folders or committed records): one row per run and epoch
+    with its configuration (``model, ratio, dw_size, seed, recipe``) and ``metrics.csv``'s columns (``epoch,
+    train_loss, train_acc, test_acc``... ; ``test_acc`` is NaN after epochs without a test point)."""
+    frames = []
+    for run in runs:
+        config = load_final(run)["config"]
+        metrics = pd.read_csv(Path(run) / METRICS)
+        frames.append(metrics.assign(model=config["model"], ratio=config["ratio"], dw_size=config["dw_size"],
+                                     seed=config["seed"], recipe=config["recipe"]))
+    if not frames:
+        raise ValueError("no finished runs to read learning curves from; pass run folders holding final.json")
+    return pd.concat(frames, ignore_index=True)
