@@ -24,7 +24,8 @@ from experiments._tables import (
 )
 from experiments.rebuild_tables import SEARCH_CANDIDATES, rebuild, search_frame, search_winner
 from experiments.rebuild_tables import main as rebuild_main
-from ghost.train import Dataset, TrainConfig, load_recipe, run_dir, run_identity, runs_frame
+from ghost.plotting import plot_learning_curves
+from ghost.train import Dataset, TrainConfig, learning_curves, load_recipe, run_dir, run_identity, runs_frame
 from ghost.train.recipes import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +109,18 @@ def test_rebuild_writes_the_tables_and_the_schedule_study_from_records_alone(tmp
     assert (tmp_path / "out" / "figures" / "cifar10_schedule_budget.png").stat().st_size > 0
     compression = (tmp_path / "out" / "cifar10_compression_budget.md").read_text(encoding="utf-8")
     assert "| Ghost-VGG-16 (s=2, d=3) |" in compression and "-1.50 [-1.50, -1.50] (n=2)" in compression
+
+
+def test_learning_curves_read_every_epoch_of_the_records(tmp_path: Path) -> None:
+    budget = load_recipe("budget")
+    runs = [write_record(tmp_path, budget, "vgg16_cifar", None, None, seed, 90.0 + seed) for seed in (0, 1)]
+    curves = learning_curves(runs)
+    assert len(curves) == 2 * budget.epochs and set(curves["seed"]) == {0, 1}
+    last = curves[curves["epoch"] == budget.epochs].set_index("seed")["test_acc"]
+    assert last.tolist() == [90.0, 91.0] and (curves["model"] == "vgg16_cifar").all()
+    assert len(plot_learning_curves(curves).axes) == 2
+    with pytest.raises(ValueError, match="no finished runs"):
+        learning_curves([])
 
 
 def test_tables_without_records_of_their_own_are_rebuilt_as_not_trained(tmp_path: Path) -> None:
