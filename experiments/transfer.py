@@ -49,6 +49,7 @@ from ghost.layers import check_dw_size, check_ratio
 from ghost.models import GHOST_PREFIX, default_input_size
 from ghost.plotting import TRANSFER_METHODS, display_name, plot_transfer
 from ghost.provenance import command_line, provenance
+from ghost.recipes import recipe_from_dict
 from ghost.surgery import transfer_weights
 from ghost.train import (
     Dataset,
@@ -69,7 +70,6 @@ from ghost.train import (
     resolve_device,
     run_dir,
 )
-from ghost.train.recipes import recipe_from_dict
 
 TABLE = "cifar10_transfer"
 LAYERS = "cifar10_transfer_layers"

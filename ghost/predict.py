@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ghost.data.imagefolder import EXTENSIONS, check_readable
+from ghost.data.sources import ImageFolderSource
 from ghost.models import create_model
 from ghost.models.weights import load_state, read_state_dict
-from ghost.train.recipes import Dataset, Recipe, load_recipe, recipe_from_dict
+from ghost.recipes import Dataset, Recipe, load_recipe, recipe_from_dict
 from ghost.train.runs import load_trained
-from ghost.train.sources import ImageFolderSource
 from ghost.train.store import FINAL
 
 __all__ = ["DEFAULT_RECIPE", "Classifier", "imagenet_categories", "load_classifier"]

@@ -20,6 +20,7 @@ import ghost.train.engine as engine_module
 import ghost.train.runs as runs_module
 from experiments.train import main as train_main
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData
+from ghost.recipes import recipe_from_dict
 from ghost.train import (
     DeviceSettings,
     Engine,
@@ -32,7 +33,6 @@ from ghost.train import (
     train,
     train_one_epoch,
 )
-from ghost.train.recipes import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import experiments.transfer as transfer_cli
 import ghost.train.engine as engine_module
 import ghost.train.runs as runs_module
+from ghost.recipes import recipe_from_dict
 from ghost.surgery import assign_ghosts, ghostify, ghostify_trained, transfer_weights
 from ghost.train import DistillationLoss, TrainConfig, distill, load_data, run_dir, train
-from ghost.train.recipes import recipe_from_dict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

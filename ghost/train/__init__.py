@@ -1,6 +1,7 @@
 """Training: recipes, the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, runs,
 and fine-tuning with knowledge distillation."""
 
+from ghost.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
 from ghost.train.distillation import DistillationLoss, distill
 from ghost.train.distributed import Distributed, distributed_session
 from ghost.train.engine import (
@@ -18,7 +19,6 @@ from ghost.train.engine import (
     train,
     train_one_epoch,
 )
-from ghost.train.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
 from ghost.train.runs import DEFAULT_RUNS_DIR, export_record, find_runs, load_final, load_trained, run_dir, runs_frame
 from ghost.train.sources import BatchPlan, TrainingData, load_data
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ghost.recipes import Recipe
 from ghost.train.engine import Engine, epoch_steps, seed_epoch, train_one_epoch
-from ghost.train.recipes import Recipe
 from ghost.train.sources import TrainingData
 from ghost.train.store import RunFolder, check_writable
 

@@ -35,13 +35,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ghost.complexity import count_macs, count_params
+from ghost.data.sources import BatchSource
 from ghost.layers import check_dw_size, check_ratio
 from ghost.models import GHOST_PREFIX, create_model, default_input_size
 from ghost.provenance import command_line, git_commit, hardware
+from ghost.recipes import DeviceSettings, Recipe
 from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
 from ghost.train.probe import ProbeResult, choose_settings
-from ghost.train.recipes import DeviceSettings, Recipe
-from ghost.train.sources import BatchPlan, BatchSource, TrainingData, load_data
+from ghost.train.sources import BatchPlan, TrainingData, load_data
 from ghost.train.store import RunFolder, check_writable
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ghost.io import write_text_atomic
+from ghost.recipes import DeviceSettings
 from ghost.train.engine import TrainConfig, build_model
-from ghost.train.recipes import DeviceSettings
 from ghost.train.store import FINAL, METRICS, MODEL
 
 DEFAULT_RUNS_DIR = Path("runs")

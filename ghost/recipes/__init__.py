@@ -1,4 +1,4 @@
-"""Named training recipes, one JSON file each in ``ghost/train/recipes/`` (shared by the library and CLIs).
+"""Named training recipes, one JSON file each in ``ghost/recipes/`` (shared by the library and CLIs).
 
 A recipe fixes everything about how a model is trained, on which kind of data (``dataset``: ``cifar10`` for
 the GPU-resident CIFAR-10 loader, ``imagenet`` for an ImageFolder-style copy streamed by a DataLoader) and at
@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent
 
 
 class Schedule(enum.StrEnum):
@@ -86,7 +86,7 @@ class DeviceSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A training recipe (see the JSON files in ``ghost/train/recipes/`` for documented examples)."""
+    """A training recipe (see the JSON files in ``ghost/recipes/`` for documented examples)."""
 
     name: str
     description: str
@@ -238,7 +238,7 @@ class Recipe:
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes shipped in ``ghost/train/recipes/``."""
+    """Names of the recipes shipped in ``ghost/recipes/``."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
 
 
