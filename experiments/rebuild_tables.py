@@ -49,8 +49,8 @@ from experiments._tables import (
 )
 from ghost.io import save_figure_atomic, write_text_atomic
 from ghost.plotting import display_name
+from ghost.runs import METRICS, differences
 from ghost.train import Dataset, Recipe, Scale, find_runs, load_recipe, runs_frame
-from ghost.train.store import METRICS, differences
 
 COMMAND = "python -m experiments.rebuild_tables"
 CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10, "vgg16_cifar"), CIFAR_COMPRESSION)

@@ -18,8 +18,8 @@ from PIL import Image
 from experiments.train import main as train_main
 from ghost.data.imagefolder import scan_image_folder
 from ghost.recipes import RECIPES_DIR
+from ghost.runs import RunFolder
 from ghost.train import BatchPlan, TrainConfig, load_recipe, train
-from ghost.train.store import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("n01", "n02", "n03")

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from ghost.io import read_json_object
 
 RECIPES_DIR = Path(__file__).resolve().parent
 
@@ -265,10 +266,5 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise ValueError(
                 f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(list_recipes())}"
             )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"recipe file {path} cannot be read ({error}); fix or remove it") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"recipe file {path} must hold a JSON object")
+    data = read_json_object(path, "fix or remove the recipe file")
     return recipe_from_dict(data, source=str(path))
