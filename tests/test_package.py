@@ -49,7 +49,7 @@ def test_wheel_installs_and_imports_outside_the_checkout(tmp_path):
                           timeout=120, check=True)
     location, epochs, recipes = json.loads(done.stdout)
     assert Path(location).is_relative_to(tmp_path / "site")  # the installed copy, not the checkout
-    assert epochs == 1 and recipes == len(list((REPO / "ghost" / "train" / "recipes").glob("*.json")))
+    assert epochs == 1 and recipes == len(list((REPO / "ghost" / "recipes").glob("*.json")))
 
 
 def _imported_modules(source: str) -> set[str]:
