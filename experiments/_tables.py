@@ -43,6 +43,7 @@ from ghost.paper import (
 )
 from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_imagenet, plot_s_sweep
 from ghost.provenance import command_line
+from ghost.runs import FINAL, differences
 from ghost.train import (
     DEFAULT_RUNS_DIR,
     Dataset,
@@ -57,7 +58,6 @@ from ghost.train import (
     runs_frame,
     train,
 )
-from ghost.train.store import differences
 
 DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-64px"}
 SWEEP_MODELS = {Dataset.CIFAR10: "vgg16_cifar", Dataset.IMAGENET: "resnet50"}
@@ -192,7 +192,7 @@ def ensure_runs(keys: list[PaperKey], recipe: Recipe, args: argparse.Namespace) 
     """Train every (configuration, seed) not finished yet; return all run folders."""
     command = command_line()
     jobs = list(_pending(keys, recipe, args))
-    todo = [(config, out) for config, out in jobs if not (out / "final.json").is_file()]
+    todo = [(config, out) for config, out in jobs if not (out / FINAL).is_file()]
     print(f"{len(jobs)} runs ({len(jobs) - len(todo)} finished already), recipe {recipe.name}", flush=True)
     for config, out in jobs:
         if (config, out) not in todo:  # returns at once, after checking it is the same configuration

@@ -54,9 +54,18 @@ from experiments.rebuild_tables import SEARCH_CANDIDATES, SEARCH_MODEL, search_w
 from ghost.data import load_cifar10
 from ghost.paper import PaperKey
 from ghost.provenance import command_line
-from ghost.train import Dataset, Recipe, TrainConfig, export_record, load_recipe, run_dir, run_identity, train
-from ghost.train.sources import data_copy_fingerprint
-from ghost.train.store import FINAL, METRICS, RunFolder
+from ghost.runs import FINAL, METRICS, RunFolder
+from ghost.train import (
+    Dataset,
+    Recipe,
+    TrainConfig,
+    data_copy_fingerprint,
+    export_record,
+    load_recipe,
+    run_dir,
+    run_identity,
+    train,
+)
 
 RUNS_ENV_VAR = "GHOST_RUNS_DIR"
 _STATUS_EVERY_S = 60.0
@@ -198,10 +207,10 @@ def _keep_record(run: Planned, commit: bool, results: Path) -> str:
     """Copy a finished run's record into the repository (and commit it with the rebuilt tables); a line saying
     what was done."""
     export_record(run.run, run.record)
-    final = RunFolder(run.record, run.identity).finished() or {}
-    line = f"recorded {run.label}: test top-1 {final['test_acc']:.2f} % in {final['wall_time_s'] / 60:.1f} min"
+    final = RunFolder(run.record, run.identity).finished()
+    line = f"recorded {run.label}: test top-1 {final.test_acc:.2f} % in {final.wall_time_s / 60:.1f} min"
     if commit:
-        problem = _commit(run.record, results, f"runs: {run.label}, test top-1 {final['test_acc']:.2f} %")
+        problem = _commit(run.record, results, f"runs: {run.label}, test top-1 {final.test_acc:.2f} %")
         line += f" (not committed: {problem})" if problem else " (committed with the rebuilt tables)"
     return line
 

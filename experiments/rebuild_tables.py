@@ -49,8 +49,8 @@ from experiments._tables import (
 )
 from ghost.io import save_figure_atomic, write_text_atomic
 from ghost.plotting import configuration_curves
+from ghost.runs import differences
 from ghost.train import Dataset, Recipe, Scale, find_runs, learning_curves, load_recipe, runs_frame
-from ghost.train.store import differences
 
 COMMAND = "python -m experiments.rebuild_tables"
 CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10, "vgg16_cifar"), CIFAR_COMPRESSION)

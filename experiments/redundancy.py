@@ -47,8 +47,8 @@ from ghost.redundancy import (
     top_pairs,
     weights_kind,
 )
+from ghost.runs import FINAL
 from ghost.train import find_runs, load_final
-from ghost.train.store import FINAL
 
 GRID_MAPS = 64  # maps shown in the Figure-1 grid
 GRID_PAIRS = 3  # pairs outlined, as in the paper's Figure 1

@@ -49,6 +49,7 @@ from ghost.layers import check_dw_size, check_ratio
 from ghost.models import GHOST_PREFIX, default_input_size
 from ghost.plotting import TRANSFER_METHODS, display_name, plot_transfer
 from ghost.provenance import command_line, provenance
+from ghost.runs import FINAL, ModelSpec, RunRecord
 from ghost.surgery import transfer_weights
 from ghost.train import (
     Dataset,
@@ -63,13 +64,11 @@ from ghost.train import (
     evaluate,
     list_recipes,
     load_data,
-    load_final,
     load_recipe,
     load_trained,
     resolve_device,
     run_dir,
 )
-from ghost.train.recipes import recipe_from_dict
 
 TABLE = "cifar10_transfer"
 LAYERS = "cifar10_transfer_layers"
@@ -86,12 +85,12 @@ T = TypeVar("T")
 
 @dataclass
 class Host:
-    """A trained host: its model name, the model, where it comes from, and its run's ``final.json`` if any."""
+    """A trained host: its model name, the model, where it comes from, and its run's record if any."""
 
     name: str
     model: nn.Module
     source: str
-    final: dict[str, Any] | None
+    final: RunRecord | None
     scratch: Path | None  # where the Ghost model trained from scratch on the host's recipe would be
 
 
@@ -131,15 +130,14 @@ def _checked_host_name(name: str) -> str:
     return name
 
 
-def _scratch_folder(run: Path, final: dict[str, Any], ratio: int, dw_size: int) -> Path | None:
+def _scratch_folder(run: Path, final: RunRecord, ratio: int, dw_size: int) -> Path | None:
     """Where ``run``'s Ghost model trained from scratch on the same recipe and seed lives (``None`` when the
-    host's recipe cannot be rebuilt from its final.json)."""
-    config = final["config"]
+    host's recipe cannot be rebuilt from its record)."""
     try:
-        recipe = recipe_from_dict(final["identity"]["recipe_spec"])
-    except (KeyError, ValueError):
+        recipe = final.recipe
+    except ValueError:
         return None
-    ghost = TrainConfig(GHOST_PREFIX + config["model"], recipe, seed=config["seed"], ratio=ratio, dw_size=dw_size)
+    ghost = TrainConfig(GHOST_PREFIX + final.model.name, recipe, seed=final.seed, ratio=ratio, dw_size=dw_size)
     return run_dir(ghost, run.parents[2])
 
 
@@ -151,23 +149,18 @@ def load_hosts(args: argparse.Namespace) -> list[Host]:
         if args.weights is None:
             raise ValueError("--model needs --weights, the host's trained state_dict")
         name = _checked_host_name(args.model)
-        model = build_model(name)
-        try:
-            state = torch.load(args.weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-        except Exception as error:  # a missing or damaged file fails in many ways in torch.load / load_state_dict
-            raise ValueError(f"cannot load {args.weights} into {name} ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:160]}); pass that model's state_dict") from error
-        return [Host(name, model.eval(), str(args.weights), None, args.scratch_run)]
+        host = load_trained(args.weights, name)
+        return [Host(name, host.model, str(args.weights), host.record, args.scratch_run)]
     if args.weights is not None:
         raise ValueError("--weights goes with --model, not with --run (a run folder has its model.pt)")
     hosts = []
     for run in args.run:
-        final = load_final(run)
-        name = _checked_host_name(final["config"]["model"])
-        model, _ = load_trained(run)
-        scratch = args.scratch_run or _scratch_folder(Path(run), final, args.ratio, args.dw_size)
-        hosts.append(Host(name, model, str(run), final, scratch))
+        host = load_trained(run)
+        if host.record is None:
+            raise ValueError(f"{run} is not a finished run; pass the run folder of a trained host")
+        name = _checked_host_name(host.record.model.name)
+        scratch = args.scratch_run or _scratch_folder(Path(run), host.record, args.ratio, args.dw_size)
+        hosts.append(Host(name, host.model, str(run), host.record, scratch))
     return hosts
 
 
@@ -193,20 +186,19 @@ def timed(step: Callable[[], T]) -> tuple[T, float, float]:
 
 
 def _scratch_result(host: Host, ratio: int, dw_size: int) -> tuple[dict[str, Any] | None, str]:
-    """The from-scratch run's final.json if it exists and matches the host's recipe and data, and why not."""
+    """The from-scratch run's record if it exists and matches the host's recipe and data, and why not."""
     if host.scratch is None:
         return None, "not run: no run folder of the Ghost model trained from scratch is known (pass --scratch-run)"
-    if not (host.scratch / "final.json").is_file():
+    if not (host.scratch / FINAL).is_file():
         return None, f"not run: {host.scratch} holds no finished run"
-    final = load_final(host.scratch)
-    config = final["config"]
-    if (config["model"], config["ratio"], config["dw_size"]) != (GHOST_PREFIX + host.name, ratio, dw_size):
-        return None, f"not run: {host.scratch} trained {config['model']} s={config['ratio']} d={config['dw_size']}"
+    final = RunRecord.read(host.scratch)
+    if final.model != ModelSpec(GHOST_PREFIX + host.name, ratio, dw_size):
+        return None, f"not run: {host.scratch} trained {final.model.label}"
     if host.final is not None:
         for key in ("recipe_spec", "data"):
-            if final["identity"][key] != host.final["identity"][key]:
+            if final.identity[key] != host.final.identity[key]:
                 return None, f"not run: {host.scratch} was trained with another {key.replace('_', ' ')} than the host"
-    return final, f"read from {host.scratch}"
+    return final.to_dict(), f"read from {host.scratch}"
 
 
 def _row(method: str, model_name: str, label: str, model: nn.Module | None,
@@ -230,9 +222,9 @@ def measure(host: Host, args: argparse.Namespace, recipe: Recipe, data: Training
     """The table rows of one host (and the layer fits of its transfer)."""
     ghost_name, show, nan = GHOST_PREFIX + host.name, not args.no_progress, math.nan
     ghost_label = display_name(ghost_name, args.ratio, args.dw_size)
-    host_s = host.final["wall_time_s"] if host.final else nan
+    host_s = host.final.wall_time_s if host.final else nan
     common = {"host": host.source, "host_model": host.name, "ratio": args.ratio, "dw_size": args.dw_size,
-              "host_recipe": host.final["config"]["recipe"] if host.final else "unknown (--weights)"}
+              "host_recipe": host.final.config["recipe"] if host.final else "unknown (--weights)"}
     rows = []
 
     def add(row: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace`` (never a partial file)."""
+"""Atomic file writes (a temporary file in the same folder, then ``os.replace``: never a partial file), and reading
+a JSON object back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["save_figure_atomic", "save_torch_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["read_json_object", "save_figure_atomic", "save_torch_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 @contextlib.contextmanager
@@ -57,3 +58,19 @@ def save_torch_atomic(obj: Any, path: str | Path) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_json_object(path: str | Path, fix: str) -> dict[str, Any]:
+    """The JSON object stored in the file ``path``.
+
+    Raises:
+        ValueError: the file cannot be read, is not JSON or holds another value than an object (the message names
+            the file and ends with ``fix``, what to do about it).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is unreadable or corrupt ({error}); {fix}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is corrupt (it holds no JSON object); {fix}")
+    return data

@@ -17,12 +17,9 @@ import torch
 from torch import nn
 
 from ghost.data.imagefolder import EXTENSIONS, check_readable
-from ghost.models import create_model
-from ghost.models.weights import load_state, read_state_dict
-from ghost.train.recipes import Dataset, Recipe, load_recipe, recipe_from_dict
-from ghost.train.runs import load_trained
-from ghost.train.sources import ImageFolderSource
-from ghost.train.store import FINAL
+from ghost.data.sources import ImageFolderSource
+from ghost.recipes import Dataset, Recipe, load_recipe
+from ghost.runs import Trained, load_trained
 
 __all__ = ["DEFAULT_RECIPE", "Classifier", "imagenet_categories", "load_classifier"]
 
@@ -87,18 +84,15 @@ def _imagenet_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def _from_run(name: str, run: Path, recipe: str | os.PathLike | None) -> Classifier:
-    model, final = load_trained(run)
-    trained = final["config"]["model"]
-    if trained != name:
-        raise ValueError(f"{run} is a run of {trained}, not {name}; name the model it trained")
-    classes = final["data"].get("class_names")
-    if classes is None:
+def _from_run(trained: Trained, recipe: str | os.PathLike | None) -> Classifier:
+    record = trained.record
+    if record.class_names is None:
         raise ValueError(
-            f"{run} records no class names ({FINAL} predates them); train the run again to classify with it"
+            f"{trained.source} records no class names (its record predates them); train the run again to classify "
+            "with it"
         )
-    spec = load_recipe(recipe) if recipe is not None else recipe_from_dict(final["identity"]["recipe_spec"])
-    return Classifier(model, list(classes), _imagenet_recipe(spec))
+    spec = load_recipe(recipe) if recipe is not None else record.recipe
+    return Classifier(trained.model, list(record.class_names), _imagenet_recipe(spec))
 
 
 def load_classifier(
@@ -117,17 +111,8 @@ def load_classifier(
         ValueError: unknown model or recipe, a CIFAR-10 recipe, unreadable weights or weights that do not fit
             ``name``, a run of another model or one that records no class names.
     """
-    path = Path(weights)
-    if path.is_dir() and (path / FINAL).is_file():
-        return _from_run(name, path, recipe)
+    trained = load_trained(weights, name, num_classes=IMAGENET_CLASSES)
+    if trained.record is not None:
+        return _from_run(trained, recipe)
     spec = _imagenet_recipe(load_recipe(recipe if recipe is not None else DEFAULT_RECIPE))
-    state = read_state_dict(path)
-    model = create_model(name, num_classes=IMAGENET_CLASSES)
-    try:
-        load_state(model, state, path)
-    except ValueError as error:
-        raise ValueError(
-            f"{error} (a weights file is read as an ImageNet-1k classifier; for other classes pass the finished "
-            "run folder that trained it)"
-        ) from error
-    return Classifier(model.eval(), imagenet_categories(), spec)
+    return Classifier(trained.model, imagenet_categories(), spec)

@@ -15,7 +15,7 @@ from experiments import _tables, bench_train, profile_train
 from experiments.reproduce import TABLES
 from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
 from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
-from ghost.train.recipes import RECIPES_DIR, load_recipe
+from ghost.recipes import RECIPES_DIR, load_recipe
 
 REQUIRED_COLUMNS = [
     "model",

@@ -16,7 +16,7 @@ from torch import nn
 import hubconf
 from ghost.models import create_model, default_input_size, list_models
 from ghost.models.weights import NO_DOWNLOAD, load_weights, read_state_dict
-from ghost.train.store import RunFolder
+from ghost.runs import RunFolder, RunRecord
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_wrapped_and_prefixed_checkpoints_load(ghostnet_050, tmp_path, layout):
 
 
 def test_run_folders_of_the_training_engine_load(tmp_path):
-    """What store.RunFolder writes: checkpoint.pt while training, model.pt + final.json once finished."""
+    """What RunFolder writes: checkpoint.pt while training, model.pt + final.json once finished."""
     torch.manual_seed(0)
     model = randomized(create_model("resnet56_cifar"))
     folder = RunFolder(tmp_path / "run", {"model": "resnet56_cifar"})
@@ -146,7 +146,7 @@ def test_run_folders_of_the_training_engine_load(tmp_path):
     folder.save_checkpoint({"model": model.state_dict(), "optimizer": {}, "history": []}, [])
     for path in (folder.path, folder.path / "checkpoint.pt"):  # an unfinished run: its last checkpoint
         same_outputs(model, hub("resnet56_cifar", weights=path), size=32)
-    folder.finish(model.state_dict(), {"identity": folder.identity})
+    folder.finish(model.state_dict(), RunRecord(50.0, "smoke", {"model": "resnet56_cifar"}, identity=folder.identity))
     assert not (folder.path / "checkpoint.pt").exists()
     same_outputs(model, hub("resnet56_cifar", weights=folder.path), size=32)
     same_outputs(model, load_weights(create_model("resnet56_cifar"), folder.path / "model.pt"), size=32)
@@ -173,7 +173,7 @@ def test_mismatched_weights_name_the_keys_and_leave_the_model_unchanged(ghostnet
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"\x00not a checkpoint", "cannot read weights from"),
+        (b"\x00not a checkpoint", "cannot be read as PyTorch weights"),
         (None, "does not exist"),
         ({"epoch": 3, "optimizer": {}}, "holds no state_dict (top-level keys: 'epoch', 'optimizer')"),
         (torch.zeros(3), "holds a Tensor, not a state_dict"),

@@ -34,7 +34,7 @@ def test_wheel_installs_and_imports_outside_the_checkout(tmp_path):
                     str(source)], check=True, timeout=120)
     (wheel,) = (tmp_path / "dist").glob("ghost-0.1.0-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "ghost/train/recipes/quick.json" in names and "ghost/models/weights.py" in names
+    assert "ghost/recipes/quick.json" in names and "ghost/models/weights.py" in names
     assert not any(name.startswith(("experiments/", "tests/")) for name in names)
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(tmp_path / "site"), str(wheel)],
                    check=True, timeout=120)
@@ -49,7 +49,7 @@ def test_wheel_installs_and_imports_outside_the_checkout(tmp_path):
                           timeout=120, check=True)
     location, epochs, recipes = json.loads(done.stdout)
     assert Path(location).is_relative_to(tmp_path / "site")  # the installed copy, not the checkout
-    assert epochs == 1 and recipes == len(list((REPO / "ghost" / "train" / "recipes").glob("*.json")))
+    assert epochs == 1 and recipes == len(list((REPO / "ghost" / "recipes").glob("*.json")))
 
 
 def _imported_modules(source: str) -> set[str]:

@@ -17,8 +17,8 @@ from experiments.predict import main
 from ghost.data.imagenet import load_imagenet_samples
 from ghost.models import create_model
 from ghost.predict import imagenet_categories, load_classifier
+from ghost.recipes import recipe_from_dict
 from ghost.train import TrainConfig, load_recipe, train
-from ghost.train.recipes import recipe_from_dict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 CLASSES = ("n01", "n02", "n03", "n04", "n05", "n06")  # 6 classes: a top-5 that is not all of them

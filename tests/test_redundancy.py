@@ -45,8 +45,8 @@ from ghost.redundancy import (
     top_pairs,
     weights_kind,
 )
+from ghost.runs import FINAL, MODEL
 from ghost.train import build_model
-from ghost.train.store import FINAL, MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,10 @@ from test_data import write_fake_cifar10
 from torch import nn
 
 import ghost.train.engine as engine_module
-import ghost.train.runs as runs_module
 from experiments.train import main as train_main
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, DeviceData
+from ghost.recipes import recipe_from_dict
+from ghost.runs import ModelSpec
 from ghost.train import (
     DeviceSettings,
     Engine,
@@ -32,7 +33,6 @@ from ghost.train import (
     train,
     train_one_epoch,
 )
-from ghost.train.recipes import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
         return tiny_net(num_classes)
 
     monkeypatch.setattr(engine_module, "build_model", build)
-    monkeypatch.setattr(runs_module, "build_model", build)
+    monkeypatch.setattr(ModelSpec, "build", lambda self, num_classes=None: tiny_net(num_classes or 10))
     return "resnet56_cifar"  # any valid name; the network built is tiny_net
 
 
@@ -204,8 +204,8 @@ def test_train_writes_results_and_skips_finished_runs(
     assert not (out / "checkpoint.pt").exists()
 
     assert find_runs(tmp_path / "runs") == [out]
-    model, loaded = load_trained(out)
-    assert not model.training and loaded["test_acc"] == final["test_acc"]
+    loaded = load_trained(out)
+    assert not loaded.model.training and loaded.record.to_dict() == final
 
     mtime = (out / "model.pt").stat().st_mtime_ns
     assert train(config, out, data_root=fake_root, progress=False) == final  # not redone
@@ -446,8 +446,8 @@ def test_recipe_candidates_are_the_combinations_it_leaves_open() -> None:
 def test_a_probed_run_records_its_choice_and_keeps_it_when_resumed(
     fake_root: Path, tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ghost.runs import RunFolder
     from ghost.train.probe import ProbeResult
-    from ghost.train.store import RunFolder
 
     recipe = recipe_from_dict({**TINY_RECIPE, "cpu_channels_last": None})
     probes = []

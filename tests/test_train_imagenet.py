@@ -17,9 +17,9 @@ from PIL import Image
 
 from experiments.train import main as train_main
 from ghost.data.imagefolder import scan_image_folder
+from ghost.recipes import RECIPES_DIR
+from ghost.runs import RunFolder
 from ghost.train import BatchPlan, TrainConfig, load_recipe, train
-from ghost.train.recipes import RECIPES_DIR
-from ghost.train.store import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("n01", "n02", "n03")
@@ -66,7 +66,7 @@ DRIVER = textwrap.dedent(
 
     kill_rank, _, kill_batch = os.environ.get("KILL_AT", "").partition(":")
     if kill_rank and os.environ.get("RANK", "0") == kill_rank:
-        import ghost.train.sources as sources
+        import ghost.data.sources as sources
         original = sources.ImageFolderSource.train_batches
         seen = [0]
         def train_batches(self, *args, **kwargs):

@@ -17,10 +17,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import experiments.transfer as transfer_cli
 import ghost.train.engine as engine_module
-import ghost.train.runs as runs_module
+from ghost.recipes import recipe_from_dict
+from ghost.runs import ModelSpec
 from ghost.surgery import assign_ghosts, ghostify, ghostify_trained, transfer_weights
 from ghost.train import DistillationLoss, TrainConfig, distill, load_data, run_dir, train
-from ghost.train.recipes import recipe_from_dict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -265,8 +265,10 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         net = _tiny_cnn(num_classes)
         return ghostify(net, ratio or 2, dw_size or 3, input_size=(3, 32, 32)) if model.startswith("ghost_") else net
 
-    for module in (engine_module, runs_module, transfer_cli):
+    for module in (engine_module, transfer_cli):
         monkeypatch.setattr(module, "build_model", build)
+    monkeypatch.setattr(ModelSpec, "build", lambda self, num_classes=None: build(self.name, self.ratio, self.dw_size,
+                                                                                 num_classes or 10))
     monkeypatch.setenv("GHOST_CACHE_DIR", str(tmp_path / "cache"))
 
 

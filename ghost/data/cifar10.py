@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ghost.data.roots import DataNotFoundError, data_root
 from ghost.io import save_torch_atomic
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -52,21 +53,9 @@ _HOW_TO_FIX = (
 )
 
 
-class DataNotFoundError(ValueError):
-    """A dataset is missing or malformed; the message says what was looked for where and how to fix it."""
-
-    def _render_traceback_(self) -> list[str]:
-        """How IPython (a notebook) shows this error: one line, no stack; the message says what to fix."""
-        return [f"{type(self).__name__}: {self}"]
-
-
 def resolve_root(root: str | Path | None) -> Path:
     """The CIFAR-10 root to use: ``root`` or else ``$GHOST_CIFAR10``; raises if neither is set."""
-    if root is None or str(root) == "":
-        root = os.environ.get(ENV_VAR)
-        if not root:
-            raise DataNotFoundError(f"no CIFAR-10 location given and {ENV_VAR} is not set: {_HOW_TO_FIX}")
-    return Path(root).expanduser().resolve()
+    return data_root(root, ENV_VAR, "CIFAR-10 location", _HOW_TO_FIX).resolve()
 
 
 def find_layout(root: Path) -> tuple[str, Path]:

@@ -4,11 +4,11 @@ The folders are scanned with torchvision's ``find_classes``/``make_dataset``; ev
 once (Pillow identifies the format without decoding the pixels) so that a file that is not an image fails
 before training starts, not in a DataLoader worker hours later. Images are decoded with
 ``torchvision.io.decode_image`` and transformed with torchvision's v2 transforms on uint8 tensors
-(normalisation happens on the training device, see :mod:`ghost.train.sources`).
+(normalisation happens on the training device, see :mod:`ghost.data.sources`).
 
 Augmentation is deterministic per sample: the dataset is indexed by ``(index, seed)`` and draws the random
 crop and flip of that image from ``seed``, so the data of an epoch does not depend on the number of
-DataLoader workers or processes (see :class:`ghost.train.sources.MicroBatchSampler`).
+DataLoader workers or processes (see :class:`ghost.data.sources.MicroBatchSampler`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from ghost.data.cifar10 import DataNotFoundError
+from ghost.data.roots import DataNotFoundError, data_root
 
 __all__ = [
     "ENV_VAR", "ImageFolderData", "SeededImageDataset", "check_readable", "eval_transform", "scan_image_folder",
@@ -70,12 +70,7 @@ class ImageFolderData:
 
 
 def _resolve_root(root: str | Path | None) -> Path:
-    if root is None or str(root) == "":
-        value = os.environ.get(ENV_VAR)
-        if not value:
-            raise DataNotFoundError(f"no ImageNet-format folder given and {ENV_VAR} is not set; {_HOW_TO_FIX}")
-        root = value
-    path = Path(root).expanduser().resolve()
+    path = data_root(root, ENV_VAR, "ImageNet-format folder", _HOW_TO_FIX).resolve()
     if not path.is_dir():
         raise DataNotFoundError(f"{path} is not a folder; {_HOW_TO_FIX}")
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
-from ghost.data import DataNotFoundError
+from ghost.data.roots import DataNotFoundError, data_root
 
 __all__ = ["ENV_VAR", "IMAGENET_MEAN", "IMAGENET_STD", "ImageNetSamples", "load_imagenet_samples"]
 
@@ -44,12 +43,7 @@ class ImageNetSamples:
 
 
 def _resolve_root(root: str | Path | None) -> Path:
-    if root is None or str(root) == "":
-        value = os.environ.get(ENV_VAR)
-        if not value:
-            raise DataNotFoundError(f"no ImageNet samples folder given and {ENV_VAR} is unset; {_HOW_TO_FIX}")
-        root = value
-    path = Path(root).expanduser()
+    path = data_root(root, ENV_VAR, "ImageNet samples folder", _HOW_TO_FIX)
     if not (path / "labels.csv").is_file():
         raise DataNotFoundError(f"no labels.csv in {path}; {_HOW_TO_FIX}")
     return path

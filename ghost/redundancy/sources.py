@@ -12,8 +12,8 @@ from torch import nn
 from ghost.data import CIFAR10_MEAN, CIFAR10_STD, data_label, describe_cifar10, load_cifar10
 from ghost.data.batches import DeviceData, class_balanced_subset
 from ghost.data.imagenet import load_imagenet_samples
-from ghost.models import GHOST_PREFIX, create_model, default_input_size
-from ghost.train import load_trained
+from ghost.models import default_input_size
+from ghost.runs import ModelSpec, load_trained
 
 __all__ = ["AnalysisInputs", "LoadedModel", "load_inputs", "load_model", "weights_kind"]
 
@@ -48,34 +48,6 @@ class AnalysisInputs:
     data: str
 
 
-def _trained_run(name: str, run: Path) -> LoadedModel:
-    """The final model of the finished training run folder ``run``, which must be a run of ``name``."""
-    model, final = load_trained(run)  # a missing or corrupt final.json or model.pt: a ValueError naming it
-    if final["config"]["model"] != name:
-        raise ValueError(f"{run} is a run of {final['config']['model']}, not {name}; pass a run of {name}")
-    return LoadedModel(model.eval(), f"trained: {run} ({final['scale']}; test accuracy {final['test_acc']:.4g}%)")
-
-
-def _weights_file(name: str, path: Path, options: dict[str, int]) -> LoadedModel:
-    """``name`` built with ``options`` and the ``state_dict`` saved in the file ``path``."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise  # e.g. permission denied: says itself what is wrong with the file
-    except Exception as error:  # a damaged or foreign file fails in many ways inside torch.load
-        raise ValueError(
-            f"{path} cannot be read as PyTorch weights (damaged or another format: {type(error).__name__}); "
-            "pass a state_dict saved with torch.save"
-        ) from None
-    model = create_model(name, **options)
-    try:
-        model.load_state_dict(state_dict)
-    except (RuntimeError, KeyError, TypeError, AttributeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path} is not a state_dict of {name} ({first}); pass that model's weights") from None
-    return LoadedModel(model.eval(), f"weights: {path}")
-
-
 def load_model(
     name: str, checkpoint: str | Path | None = None, *, ratio: int = 2, dw_size: int = 3, seed: int = 0
 ) -> LoadedModel:
@@ -100,18 +72,18 @@ def load_model(
         ValueError: a checkpoint that does not exist, cannot be read, is a run of another model, or does not
             fit the model.
     """
-    options = {"ratio": ratio, "dw_size": dw_size} if name.startswith(GHOST_PREFIX) else {}
+    spec = ModelSpec.named(name, ratio, dw_size)
     if checkpoint is None:
         with torch.random.fork_rng():  # seeded, without touching the caller's random state
             torch.manual_seed(seed)
-            model = create_model(name, **options)
+            model = spec.build()
         return LoadedModel(model.eval(), f"untrained (random init, seed {seed})")
-    path = Path(checkpoint)
-    if path.is_dir():
-        return _trained_run(name, path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist; pass a training run folder or a state_dict file")
-    return _weights_file(name, path, options)
+    trained = load_trained(checkpoint, spec)
+    record = trained.record
+    if record is None:
+        return LoadedModel(trained.model, f"weights: {trained.source}")
+    return LoadedModel(trained.model,
+                       f"trained: {trained.source} ({record.scale}; test accuracy {record.test_acc:.4g}%)")
 
 
 def load_inputs(

@@ -1,6 +1,22 @@
-"""Training: recipes, the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, runs,
-and fine-tuning with knowledge distillation."""
+"""Training: the engine (one process or torchrun DDP) with atomic checkpoints and exact resume, and fine-tuning
+with knowledge distillation. This package is the public entry point of training: the names of the recipes
+(:mod:`ghost.recipes`) and of runs (:mod:`ghost.runs`) it re-exports keep their documented spelling here
+(``ghost.train.TrainConfig`` is :class:`ghost.runs.RunSpec`)."""
 
+from ghost.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
+from ghost.runs import (
+    DEFAULT_RUNS_DIR,
+    RunSpec,
+    build_model,
+    export_record,
+    find_runs,
+    learning_curves,
+    load_final,
+    load_trained,
+    run_dir,
+    run_identity,
+    runs_frame,
+)
 from ghost.train.distillation import DistillationLoss, distill
 from ghost.train.distributed import Distributed, distributed_session
 from ghost.train.engine import (
@@ -8,28 +24,16 @@ from ghost.train.engine import (
     EpochStats,
     EvalStats,
     Parallelism,
-    TrainConfig,
-    build_model,
     derive_seed,
     enable_fast_cuda_math,
     evaluate,
     resolve_device,
-    run_identity,
     train,
     train_one_epoch,
 )
-from ghost.train.recipes import Dataset, DeviceSettings, Recipe, Scale, Schedule, list_recipes, load_recipe
-from ghost.train.runs import (
-    DEFAULT_RUNS_DIR,
-    export_record,
-    find_runs,
-    learning_curves,
-    load_final,
-    load_trained,
-    run_dir,
-    runs_frame,
-)
-from ghost.train.sources import BatchPlan, TrainingData, load_data
+from ghost.train.sources import BatchPlan, TrainingData, data_copy_fingerprint, load_data
+
+TrainConfig = RunSpec
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
@@ -43,11 +47,13 @@ __all__ = [
     "EvalStats",
     "Parallelism",
     "Recipe",
+    "RunSpec",
     "Scale",
     "Schedule",
     "TrainConfig",
     "TrainingData",
     "build_model",
+    "data_copy_fingerprint",
     "derive_seed",
     "distill",
     "distributed_session",

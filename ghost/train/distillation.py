@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ghost.recipes import Recipe
+from ghost.runs import RunFolder, check_writable
 from ghost.train.engine import Engine, epoch_steps, seed_epoch, train_one_epoch
-from ghost.train.recipes import Recipe
 from ghost.train.sources import TrainingData
-from ghost.train.store import RunFolder, check_writable
 
 __all__ = ["DistillationLoss", "distill"]
 
@@ -75,7 +75,7 @@ def distill(
     As in a run of the engine: SGD with the recipe's learning-rate schedule, batch size, weight decay and
     device settings; the epoch's data order and augmentation drawn from ``(seed, epoch)``, so two students
     fine-tuned with the same seed see the same batches. With ``out_dir``, the student and optimizer are
-    checkpointed there atomically after every epoch (:class:`ghost.train.store.RunFolder`, as a training run
+    checkpointed there atomically after every epoch (:class:`ghost.runs.RunFolder`, as a training run
     is), and a call with the same arguments resumes from the last finished epoch: an interrupted and resumed
     fine-tuning ends with exactly the weights of an uninterrupted one (a finished one is only reloaded).
 

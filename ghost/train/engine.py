@@ -2,9 +2,9 @@
 :func:`evaluate` and a run driver, :func:`train` (one run = one model, one recipe, one seed, one run folder).
 
 The data source is a parameter (CIFAR-10 held on the device, or an ImageFolder copy streamed by a
-DataLoader, see :mod:`ghost.train.sources`); distribution is handled by :mod:`ghost.train.distributed`
+DataLoader, see :mod:`ghost.data.sources`); distribution is handled by :mod:`ghost.train.distributed`
 (one process, or ``torchrun`` with DistributedDataParallel); the run folder, its lock and checkpoints by
-:mod:`ghost.train.store`.
+:class:`ghost.runs.RunFolder`, the result by :class:`ghost.runs.RunRecord`.
 
 Exact resume: everything random in an epoch (data order, augmentation, dropout) is drawn from generators
 seeded by ``(seed, epoch)``, and the checkpoint holds the model, the optimizer and the metrics so far, so a
@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import hashlib
 import itertools
-import json
 import logging
 import math
 import time
@@ -35,57 +34,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ghost.complexity import count_macs, count_params
-from ghost.layers import check_dw_size, check_ratio
-from ghost.models import GHOST_PREFIX, create_model, default_input_size
+from ghost.data.sources import BatchSource
 from ghost.provenance import command_line, git_commit, hardware
+from ghost.recipes import DeviceSettings, Recipe
+from ghost.runs import RunFolder, RunRecord, RunSpec, build_model, check_writable, run_identity
 from ghost.train.distributed import SINGLE_PROCESS, Distributed, distributed_session
 from ghost.train.probe import ProbeResult, choose_settings
-from ghost.train.recipes import DeviceSettings, Recipe
-from ghost.train.sources import BatchPlan, BatchSource, TrainingData, load_data
-from ghost.train.store import RunFolder, check_writable
+from ghost.train.sources import BatchPlan, TrainingData, load_data
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """What one run trains: a model of :func:`ghost.models.create_model` (Ghost models take ``ratio`` s and
-    ``dw_size`` d, default 2 and 3; plain models take neither), a recipe and a seed; ``validation``: train on the
-    training split minus a held-out validation split and evaluate on that (:func:`ghost.data.validation_split`,
-    what recipes are chosen on), instead of evaluating on the test split."""
-
-    model: str
-    recipe: Recipe
-    seed: int = 0
-    ratio: int | None = None
-    dw_size: int | None = None
-    validation: bool = False
-
-    def __post_init__(self) -> None:
-        default_input_size(self.model)  # raises for an unknown model, before any data is read
-        if self.model.startswith(GHOST_PREFIX):
-            object.__setattr__(self, "ratio", check_ratio(2 if self.ratio is None else self.ratio))
-            object.__setattr__(self, "dw_size", check_dw_size(3 if self.dw_size is None else self.dw_size))
-        elif self.ratio is not None or self.dw_size is not None:
-            raise ValueError(
-                f"ratio and dw_size apply only to Ghost models ('{GHOST_PREFIX}...'), not to {self.model!r}; "
-                f"drop them or use '{GHOST_PREFIX}{self.model}'"
-            )
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-
-    def identity(self) -> dict[str, Any]:
-        """What makes two runs the same run (JSON-ready); the device is deliberately not part of it. A validation
-        run adds ``"validation": true`` (a test-split run's identity is what it was before the option existed)."""
-        identity = {
-            "model": self.model,
-            "ratio": self.ratio,
-            "dw_size": self.dw_size,
-            "seed": self.seed,
-            "recipe": self.recipe.name,
-            "recipe_spec": self.recipe.to_dict(),
-        }
-        return {**identity, "validation": True} if self.validation else identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +54,6 @@ class Parallelism:
     accumulate: int = 1
     workers: int = 0
     sync_bn: bool = False
-
-
-def build_model(
-    model: str, ratio: int | None = None, dw_size: int | None = None, num_classes: int = 10
-) -> nn.Module:
-    """A freshly initialised model; ``ratio``/``dw_size`` (Ghost models only) default to 2 and 3."""
-    if not model.startswith(GHOST_PREFIX):
-        return create_model(model, num_classes=num_classes)
-    ratio, dw_size = 2 if ratio is None else ratio, 3 if dw_size is None else dw_size
-    return create_model(model, num_classes=num_classes, ratio=ratio, dw_size=dw_size)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -322,15 +269,7 @@ class _Progress:
     probe: ProbeResult | None
 
 
-def run_identity(config: TrainConfig, fingerprint: str, micro_batch: int) -> dict[str, Any]:
-    """The identity a run of ``config`` records (its ``final.json["identity"]``) when trained on the data copy
-    with ``fingerprint`` (:func:`ghost.train.sources.data_copy_fingerprint`) in micro-batches of ``micro_batch``
-    images: two runs with equal identities are the same run."""
-    identity = {**config.identity(), "data": fingerprint, "micro_batch": micro_batch}
-    return json.loads(json.dumps(identity))
-
-
-def _identity(config: TrainConfig, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
+def _identity(config: RunSpec, data: TrainingData, plan: BatchPlan) -> dict[str, Any]:
     return run_identity(config, data.fingerprint, plan.micro_batch)
 
 
@@ -345,7 +284,7 @@ def _restore(folder: RunFolder, state: dict[str, Any] | None, engine: Engine, de
                      list(dict.fromkeys([*state["commits"], commit])), probe)
 
 
-def _probe(config: TrainConfig, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
+def _probe(config: RunSpec, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
            dist: Distributed) -> ProbeResult:
     """Measure every setting the recipe allows on ``device`` (:func:`ghost.train.probe.choose_settings`), each on
     a copy of ``model`` and the run's own training batches."""
@@ -386,20 +325,21 @@ def _epoch_row(recipe: Recipe, epoch: int, steps: range, steps_per_epoch: int, s
     }
 
 
-def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan, parallel: Parallelism,
-                  progress: _Progress, model_size: dict[str, int], command: str | None) -> dict[str, Any]:
+def _final_record(config: RunSpec, data: TrainingData, engine: Engine, plan: BatchPlan, parallel: Parallelism,
+                  progress: _Progress, model_size: dict[str, int], command: str | None) -> RunRecord:
     recipe, last = config.recipe, progress.history[-1]
     steps_per_epoch = data.train.steps_per_epoch(recipe.batch_size)
-    return {
-        "test_acc": last["test_acc"],
-        **({"test_acc_running_bn": last["test_acc_running_bn"]} if "test_acc_running_bn" in last else {}),
-        "test_top5": last["test_top5"],
-        "test_loss": last["test_loss"],
-        "train_acc": last["train_acc"],
-        "train_loss": last["train_loss"],
-        **model_size,
-        "scale": str(recipe.scale),
-        "config": {
+    return RunRecord(
+        test_acc=last["test_acc"],
+        test_acc_running_bn=last.get("test_acc_running_bn"),
+        test_top5=last["test_top5"],
+        test_loss=last["test_loss"],
+        train_acc=last["train_acc"],
+        train_loss=last["train_loss"],
+        params=model_size["params"],
+        macs=model_size["macs"],
+        scale=str(recipe.scale),
+        config={
             **_identity(config, data, plan),
             "dataset": str(recipe.dataset),
             "num_classes": data.num_classes,
@@ -423,18 +363,18 @@ def _final_record(config: TrainConfig, data: TrainingData, engine: Engine, plan:
             "probe_images_per_s": progress.probe.images_per_s if progress.probe is not None else None,
             "precise_bn_batches": recipe.precise_bn_batches,
         },
-        "data": {**data.info, "fingerprint": data.fingerprint},
-        "hardware": "; ".join(progress.devices),
-        "torch": torch.__version__,
-        "commit": "; ".join(progress.commits),
-        "wall_time_s": round(progress.wall_time, 2),
-        "command": command if command is not None else command_line(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "identity": _identity(config, data, plan),
-    }
+        data={**data.info, "fingerprint": data.fingerprint},
+        hardware="; ".join(progress.devices),
+        torch=torch.__version__,
+        commit="; ".join(progress.commits),
+        wall_time_s=round(progress.wall_time, 2),
+        command=command if command is not None else command_line(),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        identity=_identity(config, data, plan),
+    )
 
 
-def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: BatchPlan, folder: RunFolder,
+def _epochs(config: RunSpec, data: TrainingData, engine: Engine, plan: BatchPlan, folder: RunFolder,
             progress: _Progress, dist: Distributed, show: bool) -> None:
     """Train the epochs not done yet, checkpointing after each (rank 0 writes)."""
     recipe = config.recipe
@@ -476,7 +416,7 @@ def _epochs(config: TrainConfig, data: TrainingData, engine: Engine, plan: Batch
 
 
 def train(
-    config: TrainConfig,
+    config: RunSpec,
     out_dir: str | Path,
     *,
     data_root: str | Path | None = None,
@@ -486,9 +426,10 @@ def train(
     progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Train one run into ``out_dir`` (resuming its checkpoint if any) and return its ``final.json`` dict.
+    """Train one run into ``out_dir`` (resuming its checkpoint if any) and return its record as the
+    ``final.json`` dict (:meth:`ghost.runs.RunRecord.to_dict`).
 
-    A finished run (``final.json`` present and of the same configuration) is returned without training.
+    A finished run (its record present and of the same configuration) is returned without training.
     Started by ``torchrun``, the processes share the work (DistributedDataParallel) and rank 0 alone writes.
 
     Args:
@@ -523,11 +464,11 @@ def train(
         folder = RunFolder(out_dir, _identity(config, data, plan))
         final = folder.finished()
         if final is not None:
-            return final
+            return final.to_dict()
         return _run(config, data, folder, plan, dist, device, parallel, progress, command)
 
 
-def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: BatchPlan, dist: Distributed,
+def _run(config: RunSpec, data: TrainingData, folder: RunFolder, plan: BatchPlan, dist: Distributed,
          device: torch.device, parallel: Parallelism, show: bool, command: str | None) -> dict[str, Any]:
     refused = dist.from_main(_try_lock(folder) if dist.is_main else None)
     if refused is not None:
@@ -535,7 +476,7 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
     try:
         final = dist.from_main(folder.finished() if dist.is_main else None)  # finished while we waited
         if final is not None:
-            return final
+            return final.to_dict()
         started = time.perf_counter()
         torch.manual_seed(derive_seed(config.seed, "init"))
         model = build_model(config.model, config.ratio, config.dw_size, num_classes=data.num_classes)
@@ -548,15 +489,15 @@ def _run(config: TrainConfig, data: TrainingData, folder: RunFolder, plan: Batch
         progress = _restore(folder, state, engine, device, probe)
         progress.wall_time += time.perf_counter() - started  # this segment's setup
         _epochs(config, data, engine, plan, folder, progress, dist, show and dist.is_main)
-        final = _final_record(config, data, engine, plan, parallel, progress, model_size, command)
+        record = _final_record(config, data, engine, plan, parallel, progress, model_size, command)
         if dist.is_main:
-            folder.finish(engine.model.state_dict(), final)
-        return final
+            folder.finish(engine.model.state_dict(), record)
+        return record.to_dict()
     finally:
         folder.unlock()
 
 
-def _chosen(config: TrainConfig, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
+def _chosen(config: RunSpec, data: TrainingData, plan: BatchPlan, model: nn.Module, device: torch.device,
             dist: Distributed, state: dict[str, Any] | None) -> ProbeResult | None:
     """The probe's choice for a recipe that leaves the settings open (a resumed run keeps its first one);
     ``None`` when the recipe pins them."""

@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from ghost.train.recipes import DeviceSettings
+from ghost.recipes import DeviceSettings
 
 __all__ = ["ProbeResult", "choose_settings"]
 

@@ -1,4 +1,4 @@
-"""Named training recipes, one JSON file each in ``ghost/train/recipes/`` (shared by the library and CLIs).
+"""Named training recipes, one JSON file each in ``ghost/recipes/`` (shared by the library and CLIs).
 
 A recipe fixes everything about how a model is trained, on which kind of data (``dataset``: ``cifar10`` for
 the GPU-resident CIFAR-10 loader, ``imagenet`` for an ImageFolder-style copy streamed by a DataLoader) and at
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+from ghost.io import read_json_object
+
+RECIPES_DIR = Path(__file__).resolve().parent
 
 
 class Schedule(enum.StrEnum):
@@ -86,7 +87,7 @@ class DeviceSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A training recipe (see the JSON files in ``ghost/train/recipes/`` for documented examples)."""
+    """A training recipe (see the JSON files in ``ghost/recipes/`` for documented examples)."""
 
     name: str
     description: str
@@ -238,7 +239,7 @@ class Recipe:
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes shipped in ``ghost/train/recipes/``."""
+    """Names of the recipes shipped in ``ghost/recipes/``."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
 
 
@@ -265,10 +266,5 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise ValueError(
                 f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(list_recipes())}"
             )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"recipe file {path} cannot be read ({error}); fix or remove it") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"recipe file {path} must hold a JSON object")
+    data = read_json_object(path, "fix or remove the recipe file")
     return recipe_from_dict(data, source=str(path))

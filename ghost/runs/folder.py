@@ -1,10 +1,10 @@
 """A run folder on disk: its files, the lock that keeps a second process out, checkpoints and the result.
 
 A run folder holds ``checkpoint.pt`` (written atomically after every epoch while the run is going),
-``metrics.csv`` (one row per epoch) and, once finished, ``model.pt`` (final weights) and ``final.json``
-(the result with its full provenance; its presence marks the run as finished). ``.lock`` is held (an
-``fcntl`` lock, released by the operating system when the process ends, even on SIGKILL) by the process
-that trains the run.
+``metrics.csv`` (one row per epoch) and, once finished, ``model.pt`` (final weights) and ``final.json`` (the
+result with its full provenance, :class:`ghost.runs.RunRecord`; its presence marks the run as finished).
+``.lock`` is held (an ``fcntl`` lock, released by the operating system when the process ends, even on SIGKILL)
+by the process that trains the run.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
-import json
 import os
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-from ghost.io import save_torch_atomic, write_json_atomic, write_text_atomic
+from ghost.io import save_torch_atomic, write_text_atomic
+from ghost.runs.record import FINAL, RunRecord
 
-__all__ = ["CHECKPOINT", "FINAL", "METRICS", "MODEL", "METRIC_COLUMNS", "RunFolder", "check_writable"]
+__all__ = ["CHECKPOINT", "FINAL", "METRICS", "MODEL", "METRIC_COLUMNS", "RunFolder", "check_writable", "differences"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 MODEL = "model.pt"
-FINAL = "final.json"
 LOCK = ".lock"
 _CHECKPOINT_VERSION = 2
 METRIC_COLUMNS = (
@@ -67,23 +66,19 @@ class RunFolder:
         self.identity = identity
         self._lock: IO[str] | None = None
 
-    def finished(self) -> dict[str, Any] | None:
-        """The ``final.json`` dict when this run is finished; raises if the folder holds another run."""
-        path = self.path / FINAL
-        if not path.is_file():
+    def finished(self) -> RunRecord | None:
+        """The record when this run is finished; raises if the folder holds another run or a corrupt record."""
+        if not (self.path / FINAL).is_file():
             return None
-        try:
-            final = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path} is corrupt ({error}); delete the run folder {self.path} to redo it") from error
-        if not isinstance(final, dict) or "identity" not in final:
-            raise ValueError(f"{path} is not a final.json of this engine; delete {self.path} to redo the run")
-        if final["identity"] != self.identity:
+        record = RunRecord.read(self.path)
+        if record.identity is None:
+            raise ValueError(f"{self.path / FINAL} is not a {FINAL} of this engine; delete {self.path} to redo the run")
+        if record.identity != self.identity:
             raise ValueError(
                 f"{self.path} holds a finished run of a different configuration "
-                f"({differences(self.identity, final['identity'])}); use another output folder or delete it"
+                f"({differences(self.identity, record.identity)}); use another output folder or delete it"
             )
-        return final
+        return record
 
     def lock(self) -> None:
         """Take the folder's lock (creating the folder); raises if another process is training this run."""
@@ -138,8 +133,8 @@ class RunFolder:
         writer.writerows(history)
         write_text_atomic(self.path / METRICS, buffer.getvalue())
 
-    def finish(self, weights: dict[str, torch.Tensor], final: dict[str, Any]) -> None:
-        """Write ``model.pt`` then ``final.json`` (which marks the run finished), and drop the checkpoint."""
+    def finish(self, weights: dict[str, torch.Tensor], record: RunRecord) -> None:
+        """Write ``model.pt`` then the record (which marks the run finished), and drop the checkpoint."""
         save_torch_atomic({k: v.detach().cpu() for k, v in weights.items()}, self.path / MODEL)
-        write_json_atomic(self.path / FINAL, final)
+        write_text_atomic(self.path / FINAL, record.to_json())
         (self.path / CHECKPOINT).unlink(missing_ok=True)
