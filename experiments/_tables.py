@@ -43,7 +43,7 @@ from ghost.paper import (
 )
 from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_imagenet, plot_s_sweep
 from ghost.provenance import command_line
-from ghost.runs import FINAL, differences
+from ghost.runs import FINAL, ModelSpec, differences
 from ghost.train import (
     DEFAULT_RUNS_DIR,
     Dataset,
@@ -261,8 +261,8 @@ def _matching(runs: pd.DataFrame, key: PaperKey) -> pd.DataFrame:
 
 def host_of(key: PaperKey) -> PaperKey | None:
     """The configuration a Ghost configuration is compared with (its host model), ``None`` for a plain one."""
-    model = key[0]
-    return (model[len(GHOST_PREFIX):], None, None) if model.startswith(GHOST_PREFIX) else None
+    spec = ModelSpec.named(*key)
+    return (spec.host, None, None) if spec.is_ghost else None
 
 
 def paired_difference(runs: pd.DataFrame, other: pd.DataFrame, confidence: float = 0.95) -> dict[str, object]:
@@ -447,8 +447,8 @@ def write_table(table: Table, runs: pd.DataFrame, recipe: Recipe, folder: Path,
 
 def _labels(key: PaperKey) -> set[str]:
     """Names that select a configuration: its model, and ``<model>-s<s>-d<d>`` for a Ghost model."""
-    model, ratio, dw_size = key
-    return {model} if ratio is None else {model, f"{model}-s{ratio}-d{dw_size}"}
+    spec = ModelSpec.named(*key)
+    return {spec.name, spec.label}
 
 
 def _only(table: Table, names: list[str]) -> Table:

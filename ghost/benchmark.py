@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ghost.models import GHOST_PREFIX, TIMM_PREFIX, create_model, default_input_size
+from ghost.runs import DEFAULT_DW_SIZE, DEFAULT_RATIO
 
 __all__ = [
     "TIMM_PREFIX",
@@ -186,7 +187,7 @@ def inference_latency(
         return latency_stats(time_calls(lambda: model(x), device, warmup, repeats))
 
 
-def create_benchmark_model(name: str, *, ratio: int = 2, dw_size: int = 3) -> nn.Module:
+def create_benchmark_model(name: str, *, ratio: int = DEFAULT_RATIO, dw_size: int = DEFAULT_DW_SIZE) -> nn.Module:
     """A randomly initialised :func:`ghost.models.create_model` model in eval mode (``timm/<name>`` for a timm
     model); a ``ghost_<name>`` is built with ``ratio`` and ``dw_size``.
 
@@ -218,7 +219,7 @@ class ModelPair:
     input_size: tuple[int, int, int]
 
     @classmethod
-    def parse(cls, entry: str, *, ratio: int = 2, dw_size: int = 3) -> ModelPair:
+    def parse(cls, entry: str, *, ratio: int = DEFAULT_RATIO, dw_size: int = DEFAULT_DW_SIZE) -> ModelPair:
         """Parse ``NAME`` (``NAME`` against ``ghost_NAME`` built with ``ratio`` and ``dw_size``) or
         ``BASELINE:GHOST`` (two separate models, e.g. ``mobilenet_v3_large:ghostnet`` or
         ``mobilenet_v3_large:timm/ghostnet_100``), checking that the names exist. Input sizes are
@@ -240,6 +241,6 @@ class ModelPair:
 
     def build(self) -> dict[str, nn.Module]:
         """``{"baseline": model, "ghost": model}``, randomly initialised, in eval mode."""
-        options = {"ratio": self.ratio or 2, "dw_size": self.dw_size or 3}
+        options = {"ratio": self.ratio or DEFAULT_RATIO, "dw_size": self.dw_size or DEFAULT_DW_SIZE}
         return {"baseline": create_benchmark_model(self.baseline, **options),
                 "ghost": create_benchmark_model(self.ghost, **options)}

@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
+from ghost.models import GHOST_PREFIX
+
 _NAMES = {
     "vgg16_cifar": "VGG-16",
     "resnet56_cifar": "ResNet-56",
@@ -28,7 +30,6 @@ _NAMES = {
     "mobilenet_v3_large": "MobileNetV3-Large",
     "mobilenet_v3_large_075": "MobileNetV3-Large 0.75x",
 }
-_GHOST = "ghost_"
 _NOTES = {
     "smoke": "SMOKE SCALE: measured accuracies are not comparable to the paper's",
     "budget": "BUDGET SCALE: real accuracies of a short run, not comparable to the paper's",
@@ -43,8 +44,8 @@ def _missing(value: object) -> bool:
 
 def display_name(model: str, ratio: float | None = None, dw_size: float | None = None) -> str:
     """Human name of a model, e.g. ``Ghost-VGG-16 (s=2, d=3)`` or ``ResNet-56``."""
-    base = model[len(_GHOST):] if model.startswith(_GHOST) else model
-    name = ("Ghost-" if model.startswith(_GHOST) else "") + _NAMES.get(base, base)
+    base = model[len(GHOST_PREFIX):] if model.startswith(GHOST_PREFIX) else model
+    name = ("Ghost-" if model.startswith(GHOST_PREFIX) else "") + _NAMES.get(base, base)
     if _missing(ratio) or _missing(dw_size):
         return name
     return f"{name} (s={int(ratio)}, d={int(dw_size)})"
@@ -62,8 +63,8 @@ def _dataset(df: pd.DataFrame) -> str:
 
 def _sweep_rows(df: pd.DataFrame, x: str) -> tuple[pd.DataFrame, pd.Series | None]:
     """The Ghost rows of a sweep sorted by ``x``, and the baseline row (the one plain model), if any."""
-    ghost = df[df["model"].str.startswith(_GHOST)].sort_values(x)
-    plain = df[~df["model"].str.startswith(_GHOST)]
+    ghost = df[df["model"].str.startswith(GHOST_PREFIX)].sort_values(x)
+    plain = df[~df["model"].str.startswith(GHOST_PREFIX)]
     return ghost, None if plain.empty else plain.iloc[0]
 
 
@@ -152,8 +153,8 @@ def plot_compression(df: pd.DataFrame) -> Figure:
             ax.annotate(
                 display_name(row["model"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
             )
-        for ghost in sorted(m for m in set(df["model"]) if m.startswith(_GHOST)):
-            pair = df["model"].isin([ghost[len(_GHOST):], ghost])
+        for ghost in sorted(m for m in set(df["model"]) if m.startswith(GHOST_PREFIX)):
+            pair = df["model"].isin([ghost[len(GHOST_PREFIX):], ghost])
             if pair.sum() >= 2:
                 ax.plot(
                     x[pair],
@@ -183,8 +184,8 @@ def _accuracy_vs_flops(ax: Axes, df: pd.DataFrame, flops_m: pd.Series, acc: pd.S
     for (_, row), xi, yi in zip(df.iterrows(), flops_m, acc, strict=True):
         ax.annotate(display_name(row["model"], row["ratio"], row["dw_size"]), (xi, yi), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
-    for ghost in sorted(m for m in set(df["model"]) if m.startswith(_GHOST)):
-        host = df["model"] == ghost[len(_GHOST):]
+    for ghost in sorted(m for m in set(df["model"]) if m.startswith(GHOST_PREFIX)):
+        host = df["model"] == ghost[len(GHOST_PREFIX):]
         for ratio in sorted(set(df.loc[df["model"] == ghost, "ratio"])):
             pair = host | ((df["model"] == ghost) & (df["ratio"] == ratio))
             if pair.sum() >= 2:
@@ -280,7 +281,7 @@ def plot_transfer(df: pd.DataFrame) -> Figure:
         texts = [f"{acc:.1f}" + ("" if _missing(seconds) else f"\n{seconds / 60:.1f} min")
                  for acc, seconds in zip(rows["test_acc"], rows["step_s"], strict=True)]
         ax.bar_label(bars, texts, fontsize=6, padding=2)
-    ax.set_xticks(range(len(groups)), [f"{display_name(host)} ->\n{display_name(_GHOST + host, ratio, dw_size)}"
+    ax.set_xticks(range(len(groups)), [f"{display_name(host)} ->\n{display_name(GHOST_PREFIX + host, ratio, dw_size)}"
                                        for host, ratio, dw_size in groups], fontsize=8)
     ax.set_ylim(0, 112)
     ax.set_ylabel(f"{_dataset(df)} top-1 accuracy (%)")
