@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
+from experiments._scale import noted, table_banner
+from experiments.plotting import display_name, plot_compression, plot_d_sweep, plot_imagenet, plot_s_sweep
 from ghost.complexity import count_macs, count_params
 from ghost.data import download_cifar10, load_cifar10
 from ghost.io import save_figure_atomic, write_text_atomic
@@ -41,7 +43,6 @@ from ghost.paper import (
     PaperKey,
     paper_key,
 )
-from ghost.plotting import display_name, plot_compression, plot_d_sweep, plot_imagenet, plot_s_sweep
 from ghost.provenance import command_line
 from ghost.runs import FINAL, ModelSpec, differences
 from ghost.train import (
@@ -62,13 +63,6 @@ from ghost.train import (
 DEFAULT_RECIPES = {Dataset.CIFAR10: "quick", Dataset.IMAGENET: "imagenette-64px"}
 SWEEP_MODELS = {Dataset.CIFAR10: "vgg16_cifar", Dataset.IMAGENET: "resnet50"}
 _PAPER_CLASSES = {Dataset.CIFAR10: 10, Dataset.IMAGENET: 1000}
-BANNERS = {
-    Scale.SMOKE: "**SMOKE SCALE**: these accuracies only show that the pipeline runs end to end (tiny training "
-    "subset, very few epochs); they are not comparable to the paper's.",
-    Scale.BUDGET: "**BUDGET SCALE**: real accuracies of a short run sized for a small machine (see the recipe: "
-    "fewer epochs, and for ImageNet-format data a reduced resolution), not converged; they are not comparable to "
-    "the paper's.",
-}
 
 
 @dataclass(frozen=True)
@@ -394,7 +388,7 @@ def hardware_note(df: pd.DataFrame) -> str:
 def _markdown(table: Table, df: pd.DataFrame, recipe: Recipe, command: str) -> str:
     imagenet = table.dataset == Dataset.IMAGENET
     lines = [f"# {table.title}: {', '.join(sorted(set(df['dataset'])))}", ""]
-    lines += [BANNERS[Scale(s)] for s in sorted(set(df["scale"]) - {""}) if Scale(s) in BANNERS][:1] + [""]
+    lines += [table_banner(scale) for scale in noted(df["scale"])][:1] + [""]
     lines += [f"Data: {'; '.join(sorted(set(df['data']) - {''}))}.", "", *_table_lines(table, df, imagenet), ""]
     size_note = ("for a 1000-class classifier (params, FLOPs at 224 px: the paper's condition) and for the trained "
                  "model (its dataset's classifier, at the trained resolution: trained_params/trained_macs in the "

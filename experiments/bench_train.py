@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
+from experiments.plotting import display_name
 from ghost.benchmark import time_interleaved
 from ghost.io import write_text_atomic
-from ghost.plotting import display_name
 from ghost.provenance import git_commit, hardware
 from ghost.train import DeviceSettings, Engine, Recipe, build_model, load_recipe, train_one_epoch
 

@@ -23,9 +23,9 @@ import torch
 
 from experiments._cli import check_results_dir, cli_errors, results_dir
 from experiments.bench_train import GROUPS, Config, host, parse_names, random_batch, step_function
+from experiments.plotting import display_name
 from ghost.benchmark import STEP_OP_KINDS, step_kind_times
 from ghost.io import write_text_atomic
-from ghost.plotting import display_name
 from ghost.provenance import git_commit, hardware
 from ghost.train import DeviceSettings, load_recipe
 

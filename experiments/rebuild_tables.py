@@ -8,6 +8,8 @@ Reads every ``final.json`` (and, for the learning curves, ``metrics.csv``) under
 - ``cifar10_{d_sweep,s_sweep,compression}_budget.{csv,md}`` and their figures: the paper's three CIFAR-10
   tables on the ``budget`` recipe (mean ± std over seeds, each Ghost configuration's paired difference from its
   host, and in the sweeps from Ghost s=2 d=3, with 95 % intervals);
+- ``figures/cifar10_learning_curves_budget.png``: the compression table's learning curves (training loss per
+  epoch, test accuracy at the test points, mean over seeds);
 - ``cifar10_schedule_budget.{csv,md}`` and ``figures/cifar10_schedule_budget.png``: the four models of the
   compression table at 10 epochs (``budget``) and 30 epochs (``budget30``), the Ghost-minus-host gap at both
   lengths and the 30-epoch learning curves;
@@ -33,8 +35,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from experiments._cli import check_results_dir, cli_errors, results_dir
+from experiments._scale import figure_note, table_banner
 from experiments._tables import (
-    BANNERS,
     CIFAR_COMPRESSION,
     IMAGENETTE_RESNET50,
     IMAGENETTE_SMALL_NETS,
@@ -47,8 +49,8 @@ from experiments._tables import (
     table_stem,
     write_table,
 )
+from experiments.plotting import configuration_curves, plot_learning_curves
 from ghost.io import save_figure_atomic, write_text_atomic
-from ghost.plotting import configuration_curves
 from ghost.runs import differences
 from ghost.train import Dataset, Recipe, Scale, find_runs, learning_curves, load_recipe, runs_frame
 
@@ -57,6 +59,7 @@ CIFAR_TABLES = (d_sweep(Dataset.CIFAR10, "vgg16_cifar"), s_sweep(Dataset.CIFAR10
 TABLE_RECIPE = "budget"
 SCHEDULE = ("budget", "budget30")  # the same recipe at two lengths
 SCHEDULE_STEM = "cifar10_schedule_budget"
+CURVES_STEM = "cifar10_learning_curves_budget"
 SEARCH_CANDIDATES = ("imagenette-64px", "imagenette-96px", "imagenette-128px")
 """The Imagenette recipes the search compares: equal ResNet-50 cost, lower resolution against more epochs."""
 SEARCH_MODEL = ("resnet50", None, None)
@@ -71,7 +74,7 @@ def table_files(out: Path) -> list[Path]:
              *(table.name for table in IMAGENETTE_TABLES)]
     return [*(path for stem in stems for path in (out / f"{stem}.csv", out / f"{stem}.md",
                                                   out / "figures" / f"{stem}.png")),
-            out / f"{SEARCH_STEM}.csv", out / f"{SEARCH_STEM}.md"]
+            out / f"{SEARCH_STEM}.csv", out / f"{SEARCH_STEM}.md", out / "figures" / f"{CURVES_STEM}.png"]
 
 
 def recorded_runs(records: Path, recipe: Recipe, validation: bool = False) -> pd.DataFrame:
@@ -88,6 +91,15 @@ def recorded_runs(records: Path, recipe: Recipe, validation: bool = False) -> pd
                              f"than the shipped one ({differences(recipe.to_dict(), spec)}); move it out of the "
                              "records or retrain it")
     return runs
+
+
+def plot_compression_curves(runs: pd.DataFrame) -> Figure:
+    """The learning curves of the compression table's four models on the budget recipe, from their records."""
+    keys = set(CIFAR_COMPRESSION.configs)
+    mine = [Path(run["run_dir"]) for _, run in runs.iterrows()
+            if (run["model"], *(None if pd.isna(v) else int(v) for v in (run["ratio"], run["dw_size"]))) in keys]
+    return plot_learning_curves(learning_curves(mine), title="Learning curves of the compression table (recipe "
+                                "budget, mean over seeds): " + figure_note(Scale.BUDGET))
 
 
 def schedule_frame(frames: dict[str, pd.DataFrame], recipes: dict[str, Recipe]) -> pd.DataFrame:
@@ -131,13 +143,13 @@ def plot_schedule(df: pd.DataFrame, long_runs: pd.DataFrame) -> Figure:
     curve.set_title("test accuracy per epoch, 30-epoch runs (mean over seeds)", fontsize=10)
     curve.legend(fontsize=7)
     curve.grid(alpha=0.3)
-    fig.suptitle("BUDGET SCALE: short CPU schedules, not comparable to the paper's", fontsize=9)
+    fig.suptitle(figure_note(Scale.BUDGET, "short CPU schedules, not comparable to the paper's"), fontsize=9)
     return fig
 
 
 def _schedule_markdown(df: pd.DataFrame, recipes: dict[str, Recipe]) -> str:
     lines = ["# CIFAR-10: does the Ghost gap close with longer training? (budget recipe at 10 and 30 epochs)", "",
-             BANNERS[Scale.BUDGET], "",
+             table_banner(Scale.BUDGET), "",
              "| Model | Epochs | Top-1 (%) | Δ vs host (95 % CI) | Paper top-1 (%) | Paper Δ |",
              "|---|---:|---:|---:|---:|---:|"]
     for _, row in df.iterrows():
@@ -196,7 +208,7 @@ def search_winner(records: Path) -> str | None:
 
 def _search_markdown(df: pd.DataFrame) -> str:
     winner = _winner(df)
-    lines = ["# Imagenette: choosing the budget recipe on a validation split", "", BANNERS[Scale.BUDGET], "",
+    lines = ["# Imagenette: choosing the budget recipe on a validation split", "", table_banner(Scale.BUDGET), "",
              "| Recipe | Resolution (px) | Epochs | ResNet-50 validation top-1 (%) | with running BN (%) | "
              "Training time (min) | Chosen |", "|---|---:|---:|---:|---:|---:|---|"]
     for _, row in df.iterrows():
@@ -262,6 +274,7 @@ def rebuild(records: Path, out: Path) -> list[Path]:
         for table in CIFAR_TABLES:
             write_table(table, runs, table_recipe, results_dir(out), command=COMMAND)
             written.append(out / f"{table_stem(table, table_recipe)}.csv")
+        save_figure_atomic(plot_compression_curves(runs), out / "figures" / f"{CURVES_STEM}.png")
     if all(not frame.empty for frame in frames.values()):
         df = schedule_frame(frames, recipes)
         write_text_atomic(results_dir(out) / f"{SCHEDULE_STEM}.csv", df.to_csv(index=False))

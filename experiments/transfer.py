@@ -42,13 +42,15 @@ import torch
 from torch import nn
 
 from experiments._cli import check_device, check_results_dir, cli_errors, results_dir
+from experiments._scale import noted, table_banner
+from experiments.plotting import TRANSFER_METHODS, display_name, plot_transfer
 from ghost.complexity import count_macs, count_params
 from ghost.data import DeviceData, class_balanced_subset
 from ghost.io import save_figure_atomic, write_text_atomic
 from ghost.layers import check_dw_size, check_ratio
 from ghost.models import GHOST_PREFIX, default_input_size
-from ghost.plotting import TRANSFER_METHODS, display_name, plot_transfer
 from ghost.provenance import command_line, provenance
+from ghost.recipes import Scale
 from ghost.runs import FINAL, ModelSpec, RunRecord
 from ghost.surgery import transfer_weights
 from ghost.train import (
@@ -74,11 +76,11 @@ TABLE = "cifar10_transfer"
 LAYERS = "cifar10_transfer_layers"
 # what identifies a measurement: a host run moved to another folder and measured again replaces its rows
 KEY = ["host_model", "host_recipe", "seed", "ratio", "dw_size", "data"]
-_BANNERS = {
-    "smoke": "**SMOKE SCALE**: a fine-tuning recipe that only shows that the pipeline runs; not comparable to the "
-             "paper's accuracies.",
-    "budget": "**BUDGET SCALE**: short fine-tuning (and hosts trained with short recipes); real accuracies on the "
-              "CIFAR-10 test set, not comparable to the paper's.",
+_DETAILS = {  # what the scale note says of a transfer table
+    Scale.SMOKE: "a fine-tuning recipe that only shows that the pipeline runs; not comparable to the paper's "
+                 "accuracies.",
+    Scale.BUDGET: "short fine-tuning (and hosts trained with short recipes); real accuracies on the CIFAR-10 test "
+                  "set, not comparable to the paper's.",
 }
 T = TypeVar("T")
 
@@ -286,7 +288,7 @@ def _minutes(seconds: float) -> str:
 def markdown(table: pd.DataFrame, layers: pd.DataFrame) -> str:
     """The table, what its rows and columns mean, the fit of every layer, and the provenance."""
     lines = ["# Converting a trained model into its Ghost version: weight transfer and distillation (CIFAR-10)", ""]
-    lines += [_BANNERS[scale] for scale in ("smoke", "budget") if scale in set(table["finetune_scale"])][:1]
+    lines += [table_banner(scale, _DETAILS[scale]) for scale in noted(table["finetune_scale"])][:1]
     lines += ["", "| Host | Model | Step | Top-1 (%) | Params (M) | FLOPs (M) | Step (min) | CPU (min) | Total (min) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in table.iterrows():

@@ -22,9 +22,9 @@ from experiments._tables import (
     paired_difference,
     table_frame,
 )
+from experiments.plotting import plot_learning_curves
 from experiments.rebuild_tables import SEARCH_CANDIDATES, rebuild, search_frame, search_winner
 from experiments.rebuild_tables import main as rebuild_main
-from ghost.plotting import plot_learning_curves
 from ghost.recipes import Recipe
 from ghost.train import Dataset, TrainConfig, learning_curves, load_recipe, run_dir, run_identity, runs_frame
 

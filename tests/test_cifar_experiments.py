@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from test_data import write_fake_cifar10
 
 from experiments import _tables, bench_train, profile_train
+from experiments.plotting import plot_compression, plot_d_sweep, plot_s_sweep
 from experiments.reproduce import TABLES
 from ghost.paper import CIFAR10_ACCURACY, CIFAR10_COMPLEXITY, paper_key
-from ghost.plotting import plot_compression, plot_d_sweep, plot_s_sweep
 from ghost.recipes import RECIPES_DIR, load_recipe
 
 REQUIRED_COLUMNS = [

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
+from experiments._scale import figure_note, noted
 from ghost.models import GHOST_PREFIX
 
 _NAMES = {
@@ -29,10 +30,6 @@ _NAMES = {
     "ghostnet_130": "GhostNet 1.3x",
     "mobilenet_v3_large": "MobileNetV3-Large",
     "mobilenet_v3_large_075": "MobileNetV3-Large 0.75x",
-}
-_NOTES = {
-    "smoke": "SMOKE SCALE: measured accuracies are not comparable to the paper's",
-    "budget": "BUDGET SCALE: real accuracies of a short run, not comparable to the paper's",
 }
 MEASURED_STYLE = {"color": "tab:blue", "marker": "o"}
 PAPER_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--"}
@@ -53,7 +50,7 @@ def display_name(model: str, ratio: float | None = None, dw_size: float | None =
 
 def _title(df: pd.DataFrame, title: str) -> str:
     recipes = ", ".join(sorted(set(df["recipe"].astype(str))))
-    notes = [_NOTES[scale] for scale in ("smoke", "budget") if scale in set(df["scale"].astype(str))]
+    notes = [figure_note(scale) for scale in noted(df["scale"].astype(str))]
     return "\n".join([f"{title} (recipe {recipes})", *notes[:1]])
 
 
