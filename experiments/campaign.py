@@ -208,9 +208,10 @@ def _keep_record(run: Planned, commit: bool, results: Path) -> str:
     what was done."""
     export_record(run.run, run.record)
     final = RunFolder(run.record, run.identity).finished()
-    line = f"recorded {run.label}: test top-1 {final.test_acc:.2f} % in {final.wall_time_s / 60:.1f} min"
+    score = f"{'validation' if run.config.validation else 'test'} top-1 {final.test_acc:.2f} %"
+    line = f"recorded {run.label}: {score} in {final.wall_time_s / 60:.1f} min"
     if commit:
-        problem = _commit(run.record, results, f"runs: {run.label}, test top-1 {final.test_acc:.2f} %")
+        problem = _commit(run.record, results, f"runs: {run.label}, {score}")
         line += f" (not committed: {problem})" if problem else " (committed with the rebuilt tables)"
     return line
 

@@ -83,7 +83,8 @@ def load_model(
     if record is None:
         return LoadedModel(trained.model, f"weights: {trained.source}")
     return LoadedModel(trained.model,
-                       f"trained: {trained.source} ({record.scale}; test accuracy {record.test_acc:.4g}%)")
+                       f"trained: {trained.source} ({record.scale}; {'validation' if record.validation else 'test'} "
+                       f"accuracy {record.test_acc:.4g}%)")
 
 
 def load_inputs(
