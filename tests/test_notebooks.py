@@ -20,6 +20,9 @@ def client(name: str) -> NotebookClient:
     """A client that executes ``notebooks/<name>.ipynb`` in memory, from the notebooks folder, in a kernel that
     imports the installed package (no path set up for it) and inherits this process's environment."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for cell in notebook.cells:  # start from a clean copy: the stored outputs are a reader's, not this run's
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     return NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
