@@ -93,12 +93,16 @@ def recorded_runs(records: Path, recipe: Recipe, validation: bool = False) -> pd
     return runs
 
 
-def plot_compression_curves(runs: pd.DataFrame) -> Figure:
-    """The learning curves of the compression table's four models on the budget recipe, from their records."""
+def compression_records(runs: pd.DataFrame) -> list[Path]:
+    """The record folders of the compression table's four models among ``runs``."""
     keys = set(CIFAR_COMPRESSION.configs)
-    mine = [Path(run["run_dir"]) for _, run in runs.iterrows()
+    return [Path(run["run_dir"]) for _, run in runs.iterrows()
             if (run["model"], *(None if pd.isna(v) else int(v) for v in (run["ratio"], run["dw_size"]))) in keys]
-    return plot_learning_curves(learning_curves(mine), title="Learning curves of the compression table (recipe "
+
+
+def plot_compression_curves(records: list[Path]) -> Figure:
+    """The learning curves of the compression table's models on the budget recipe, from their ``records``."""
+    return plot_learning_curves(learning_curves(records), title="Learning curves of the compression table (recipe "
                                 "budget, mean over seeds): " + figure_note(Scale.BUDGET))
 
 
@@ -274,7 +278,8 @@ def rebuild(records: Path, out: Path) -> list[Path]:
         for table in CIFAR_TABLES:
             write_table(table, runs, table_recipe, results_dir(out), command=COMMAND)
             written.append(out / f"{table_stem(table, table_recipe)}.csv")
-        save_figure_atomic(plot_compression_curves(runs), out / "figures" / f"{CURVES_STEM}.png")
+        if curve_records := compression_records(runs):
+            save_figure_atomic(plot_compression_curves(curve_records), out / "figures" / f"{CURVES_STEM}.png")
     if all(not frame.empty for frame in frames.values()):
         df = schedule_frame(frames, recipes)
         write_text_atomic(results_dir(out) / f"{SCHEDULE_STEM}.csv", df.to_csv(index=False))
