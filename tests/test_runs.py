@@ -111,7 +111,8 @@ def test_there_are_committed_records():
 def test_every_committed_record_reads_and_writes_back_byte_for_byte(record):
     run = RunRecord.read(record.parent)
     assert run.to_json() == record.read_text(encoding="utf-8")
-    assert run.data_name == "cifar10-jpeg" and run.model.label == record.parents[1].name  # an older format: data.root
+    expected = "imagenette2-224" if run.dataset == "imagenet" else "cifar10-jpeg"  # older records: data.root only
+    assert run.data_name == expected and run.model.label == record.parents[1].name
     assert run.recipe.name == run.config["recipe"] and run.num_classes == 10
 
 
@@ -138,8 +139,11 @@ def test_a_record_with_unknown_or_missing_keys_is_refused():
 def test_runs_frame_reads_the_committed_records():
     runs = find_runs(REPO / "results/runs")
     frame = runs_frame(runs)
-    assert len(frame) == len(RECORDS) and set(frame["data_name"]) == {"cifar10-jpeg"}
-    assert frame["shared_identity"].nunique() == 1 and not frame["validation"].any()
+    assert len(frame) == len(RECORDS) and set(frame["data_name"]) <= {"cifar10-jpeg", "imagenette2-224"}
+    assert set(frame.loc[frame["dataset"] == "cifar10", "data_name"]) == {"cifar10-jpeg"}
+    budget = frame[frame["recipe"] == "budget"]
+    assert budget["shared_identity"].nunique() == 1 and not budget["validation"].any()
+    assert frame.loc[frame["validation"], "recipe"].str.startswith("imagenette-").all()  # the recipe search
 
 
 # ---------------------------------------------------------------- the one loader
