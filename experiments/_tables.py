@@ -253,6 +253,11 @@ def _matching(runs: pd.DataFrame, key: PaperKey) -> pd.DataFrame:
                 & (runs["dw_size"].fillna(-1) == (dw_size or -1))]
 
 
+def table_runs(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``table``'s configurations among ``runs``."""
+    return pd.concat([_matching(runs, key) for key in table.configs]) if not runs.empty else runs
+
+
 def host_of(key: PaperKey) -> PaperKey | None:
     """The configuration a Ghost configuration is compared with (its host model), ``None`` for a plain one."""
     spec = ModelSpec.named(*key)
@@ -278,7 +283,7 @@ def check_consistent(table: Table, runs: pd.DataFrame) -> None:
     Raises:
         ValueError: naming the first record that differs from the others and how.
     """
-    mine = pd.concat([_matching(runs, key) for key in table.configs]) if not runs.empty else runs
+    mine = table_runs(table, runs)
     if mine.empty:  # none of this table's configurations has a record yet
         return
     common = mine["shared_identity"].mode().iloc[0]
@@ -329,7 +334,7 @@ def format_difference(row: pd.Series, prefix: str = "") -> str:
     return text
 
 
-def _accuracy(row: pd.Series) -> str:
+def format_accuracy(row: pd.Series) -> str:
     """``86.68 ± 0.04 (n=3)``: mean ± sample std over seeds."""
     if row["n_seeds"] == 0:
         return "— (n=0)"
@@ -350,7 +355,7 @@ def _imagenet_lines(table: Table, df: pd.DataFrame) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for _, row in df.iterrows():
         trained = "—" if pd.isna(row["trained_macs"]) else f"{row['trained_macs'] / 1e6:.1f}"
-        cells = [row["name"], f"{row['params'] / 1e6:.2f}", f"{row['macs'] / 1e6:.1f}", trained, _accuracy(row),
+        cells = [row["name"], f"{row['params'] / 1e6:.2f}", f"{row['macs'] / 1e6:.1f}", trained, format_accuracy(row),
                  *([format_difference(row)] if hosts else []),
                  *([format_difference(row, "ref_")] if table.reference else []),
                  _cell(row["top5_mean"], ".2f"), _cell(row["acc_running_bn_mean"], ".2f"),
@@ -369,7 +374,7 @@ def _table_lines(table: Table, df: pd.DataFrame, imagenet: bool) -> list[str]:
              "|---|" + "---:|" * 8 + ("---:|" if reference else "")]
     for _, row in df.iterrows():
         cells = [row["name"], f"{row['params'] / 1e6:.2f}", _cell(row["paper_params_m"]), f"{row['macs'] / 1e6:.1f}",
-                 _cell(row["paper_flops_m"]), _accuracy(row), format_difference(row)]
+                 _cell(row["paper_flops_m"]), format_accuracy(row), format_difference(row)]
         if reference:
             cells.append(format_difference(row, "ref_"))
         cells += [_cell(row["paper_acc"]), _cell(row.get("paper_diff"), "+g")]

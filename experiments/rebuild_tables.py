@@ -42,10 +42,12 @@ from experiments._tables import (
     IMAGENETTE_SMALL_NETS,
     check_consistent,
     d_sweep,
+    format_accuracy,
     format_difference,
     hardware_note,
     s_sweep,
     table_frame,
+    table_runs,
     table_stem,
     write_table,
 )
@@ -91,13 +93,6 @@ def recorded_runs(records: Path, recipe: Recipe, validation: bool = False) -> pd
                              f"than the shipped one ({differences(recipe.to_dict(), spec)}); move it out of the "
                              "records or retrain it")
     return runs
-
-
-def compression_records(runs: pd.DataFrame) -> list[Path]:
-    """The record folders of the compression table's four models among ``runs``."""
-    keys = set(CIFAR_COMPRESSION.configs)
-    return [Path(run["run_dir"]) for _, run in runs.iterrows()
-            if (run["model"], *(None if pd.isna(v) else int(v) for v in (run["ratio"], run["dw_size"]))) in keys]
 
 
 def plot_compression_curves(records: list[Path]) -> Figure:
@@ -157,11 +152,9 @@ def _schedule_markdown(df: pd.DataFrame, recipes: dict[str, Recipe]) -> str:
              "| Model | Epochs | Top-1 (%) | Δ vs host (95 % CI) | Paper top-1 (%) | Paper Δ |",
              "|---|---:|---:|---:|---:|---:|"]
     for _, row in df.iterrows():
-        acc = "—" if row["n_seeds"] == 0 else f"{row['acc_mean']:.2f}" + (
-            f" ± {row['acc_std']:.2f}" if row["n_seeds"] > 1 else "")
         paper_diff = "—" if pd.isna(row.get("paper_diff")) else f"{row['paper_diff']:+g}"
         paper = "—" if pd.isna(row["paper_acc"]) else f"{row['paper_acc']:g}"
-        lines.append(f"| {row['name']} | {row['schedule_epochs']} | {acc} (n={row['n_seeds']}) | "
+        lines.append(f"| {row['name']} | {row['schedule_epochs']} | {format_accuracy(row)} | "
                      f"{format_difference(row)} | {paper} | {paper_diff} |")
     lines += ["", "Final-epoch test accuracy (never best-on-test), mean ± sample std over seeds; Δ paired by seed",
               "with a Student-t 95 % interval (none for a single pair). The paper's numbers are at 164 epochs.", "",
@@ -184,15 +177,16 @@ def search_frame(records: Path) -> pd.DataFrame:
         recipe = load_recipe(name)
         runs = recorded_runs(records, recipe, validation=True)
         runs = runs[(runs["model"] == SEARCH_MODEL[0]) & (runs["seed"] == 0)] if not runs.empty else runs
-        run = runs.iloc[0] if len(runs) else None
-        rows.append({"recipe": name, "train_crop": recipe.train_crop, "epochs": recipe.epochs,
-                     "val_acc": run["test_acc"] if run is not None else float("nan"),
-                     "val_acc_running_bn": run["test_acc_running_bn"] if run is not None else float("nan"),
-                     "train_images": run["train_images"] if run is not None else "",
-                     "test_images": run["test_images"] if run is not None else "",
-                     "wall_time_s": round(run["wall_time_s"], 1) if run is not None else float("nan"),
-                     "hardware": run["hardware"] if run is not None else "",
-                     "commit": run["commit"] if run is not None else ""})
+        nan = float("nan")
+        scored = {"val_acc": nan, "val_acc_running_bn": nan, "train_images": "", "test_images": "",
+                  "wall_time_s": nan, "hardware": "", "commit": ""}
+        if len(runs):  # the candidate's run is recorded
+            run = runs.iloc[0]
+            scored = {"val_acc": run["test_acc"], "val_acc_running_bn": run["test_acc_running_bn"],
+                      "train_images": run["train_images"], "test_images": run["test_images"],
+                      "wall_time_s": round(run["wall_time_s"], 1), "hardware": run["hardware"],
+                      "commit": run["commit"]}
+        rows.append({"recipe": name, "train_crop": recipe.train_crop, "epochs": recipe.epochs, **scored})
     df = pd.DataFrame(rows)
     df["chosen"] = df["recipe"] == _winner(df)
     return df
@@ -240,22 +234,27 @@ def _search_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rebuild_imagenette(records: Path, out: Path) -> list[Path]:
-    """The recipe search, and once it has chosen, the Imagenette tables of the chosen recipe's records."""
+def _imagenette_records(records: Path) -> tuple[pd.DataFrame, Recipe | None, pd.DataFrame]:
+    """The recipe search, the recipe it chose (``None`` before it has) and that recipe's checked records."""
     search = search_frame(records)
+    winner = _winner(search)
+    if winner is None:
+        return search, None, pd.DataFrame()
+    recipe = load_recipe(winner)
+    runs = recorded_runs(records, recipe)
+    for table in IMAGENETTE_TABLES:
+        check_consistent(table, runs)
+    return search, recipe, runs
+
+
+def _write_imagenette(search: pd.DataFrame, recipe: Recipe | None, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """The recipe search's table once a candidate is scored, and the Imagenette tables once it has chosen."""
     if search["val_acc"].isna().all():
         return []
     write_text_atomic(results_dir(out) / f"{SEARCH_STEM}.csv", search.to_csv(index=False))
     write_text_atomic(out / f"{SEARCH_STEM}.md", _search_markdown(search))
     written = [out / f"{SEARCH_STEM}.csv"]
-    winner = _winner(search)
-    if winner is None:
-        return written
-    recipe = load_recipe(winner)
-    runs = recorded_runs(records, recipe)
-    for table in IMAGENETTE_TABLES:
-        check_consistent(table, runs)
-    if not runs.empty:
+    if recipe is not None and not runs.empty:
         for table in IMAGENETTE_TABLES:
             write_table(table, runs, recipe, out, command=COMMAND, stem=table.name)
             written.append(out / f"{table.name}.csv")
@@ -273,12 +272,13 @@ def rebuild(records: Path, out: Path) -> list[Path]:
         check_consistent(table, runs)
     for frame in frames.values():
         check_consistent(CIFAR_COMPRESSION, frame)
+    imagenette = _imagenette_records(records)
     written = []
     if not runs.empty:
         for table in CIFAR_TABLES:
             write_table(table, runs, table_recipe, results_dir(out), command=COMMAND)
             written.append(out / f"{table_stem(table, table_recipe)}.csv")
-        if curve_records := compression_records(runs):
+        if curve_records := [Path(run) for run in table_runs(CIFAR_COMPRESSION, runs)["run_dir"]]:
             save_figure_atomic(plot_compression_curves(curve_records), out / "figures" / f"{CURVES_STEM}.png")
     if all(not frame.empty for frame in frames.values()):
         df = schedule_frame(frames, recipes)
@@ -286,7 +286,7 @@ def rebuild(records: Path, out: Path) -> list[Path]:
         write_text_atomic(out / f"{SCHEDULE_STEM}.md", _schedule_markdown(df, recipes))
         save_figure_atomic(plot_schedule(df, frames[SCHEDULE[-1]]), out / "figures" / f"{SCHEDULE_STEM}.png")
         written.append(out / f"{SCHEDULE_STEM}.csv")
-    return written + _rebuild_imagenette(records, out)
+    return written + _write_imagenette(*imagenette, out)
 
 
 def main(argv: list[str] | None = None) -> int:
